@@ -121,7 +121,7 @@ class Config:
 
 
 # Sections that may change between a run and its resumption without changing its trajectory.
-RESUME_NEUTRAL = ("log", "mesh", "name", "train.checkpoint_every", "train.keep_checkpoints",
+RESUME_NEUTRAL = ("log", "mesh", "name", "data.cache_dir", "train.checkpoint_every", "train.keep_checkpoints",
                   "train.peak_flops", "train.log_every", "train.eval_every", "train.eval_batches",
                   "train.eval_batch_size")
 
@@ -138,7 +138,9 @@ def from_dict(d: dict) -> Config:
             continue
         v = d.pop(f.name)
         if f.name == "model":
-            kwargs["model"] = models.config_from_dict(v)
+            if not isinstance(v, dict):
+                raise ConfigError(f"config.model must be a mapping, got {v!r}")
+            kwargs["model"] = _build(models.config_class(v.get("family", "transformer")), v, "model")
         elif dataclasses.is_dataclass(f.default):
             kwargs[f.name] = _build(type(f.default), v, f.name)
         else:
@@ -199,10 +201,10 @@ def override(cfg: Config, key: str, raw) -> Config:
     parts = key.split(".")
     if parts == ["model", "family"]:
         return _switch_family(cfg, str(value))
-    return _set(cfg, parts, value, key)
+    return _set(cfg, parts, value, key, raw)
 
 
-def _set(obj, parts, value, key):
+def _set(obj, parts, value, key, raw=None):
     if not dataclasses.is_dataclass(obj):
         raise ConfigError(f"unknown config key {key!r}")
     fields = {f.name: f for f in dataclasses.fields(obj)}
@@ -211,10 +213,12 @@ def _set(obj, parts, value, key):
         raise ConfigError(f"unknown config key {key!r} ({parts[0]!r} is not one of: {valid})")
     if len(parts) == 1:
         typ = typing.get_type_hints(type(obj))[parts[0]]
+        if typ is str and isinstance(raw, str) and not isinstance(value, str):
+            value = raw  # a str field takes the text as written: --config.name=2024
         if dataclasses.is_dataclass(getattr(obj, parts[0])):
             raise ConfigError(f"config key {key!r} is a section; set one of its fields")
         return dataclasses.replace(obj, **{parts[0]: _coerce(value, typ, key)})
-    child = _set(getattr(obj, parts[0]), parts[1:], value, key)
+    child = _set(getattr(obj, parts[0]), parts[1:], value, key, raw)
     return dataclasses.replace(obj, **{parts[0]: child})
 
 

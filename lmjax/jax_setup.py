@@ -20,6 +20,6 @@ def setup_jax() -> None:
     path = os.environ.get("LMJAX_JAX_CACHE", os.path.join(cache_dir(), "jax"))
     os.makedirs(path, exist_ok=True)
     jax.config.update("jax_compilation_cache_dir", path)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
     jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
     _DONE = True

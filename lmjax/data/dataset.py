@@ -83,7 +83,7 @@ def load_dataset(data_cfg, tokenizer: tokenizers.Tokenizer | None = None) -> Dat
     if not train_text or not val_text:
         raise DataError(f"data.source {data_cfg.source!r} is too short to split "
                         f"(val_fraction={data_cfg.val_fraction}, {len(text)} characters)")
-    text_key = hashlib.sha256(f"{sources.text_hash(text)}:{data_cfg.val_fraction}".encode()).hexdigest()[:16]
+    text_key = hashlib.sha256(f"{sources.text_hash(text)}:{len(train_text)}".encode()).hexdigest()[:16]
     tok = tokenizer or build_tokenizer(data_cfg, train_text, text_key)
     entry = os.path.join(_cache_root(data_cfg), "tokens", f"{text_key}-{tok.kind}-{tok.fingerprint()}")
     os.makedirs(entry, exist_ok=True)

@@ -150,7 +150,7 @@ def load_text(source: str, *, tfds_split="train", tfds_data_dir="", tfds_text_ke
 
 def split_text(text: str, val_fraction: float) -> tuple[str, str]:
     """Deterministic split: the last ``val_fraction`` of the characters is validation."""
-    cut = int(round(len(text) * (1.0 - val_fraction)))
+    cut = int(len(text) * (1.0 - val_fraction))  # as nanoGPT: data[:int(n * 0.9)]
     return text[:cut], text[cut:]
 
 

@@ -155,15 +155,9 @@ class SentencePieceTokenizer(Tokenizer):
             return cls(f.read())
 
     def encode(self, text: str) -> np.ndarray:
-        lines = text.split("\n")
-        ids = self._sp.encode(lines)
-        nl = self._sp.encode("\n")
-        out = []
-        for i, line_ids in enumerate(ids):
-            out.extend(line_ids)
-            if i < len(ids) - 1:
-                out.extend(nl)
-        return np.asarray(out, np.int32)
+        # One call on the whole text: encoding lines separately adds the model's dummy prefix
+        # ("▁") to every line, which changes the ids and the round trip.
+        return np.asarray(self._sp.encode(text), np.int32)
 
     def decode(self, ids) -> str:
         return self._sp.decode(np.asarray(ids).tolist())

@@ -62,8 +62,12 @@ def resolve(cfg: config_lib.Config, ds: Dataset) -> config_lib.Config:
 def load_run_data(cfg: config_lib.Config, workdir: str | None = None):
     """(resolved cfg, dataset); a run directory's saved tokenizer pins the vocabulary."""
     tok = None
-    if workdir and os.path.isfile(os.path.join(workdir, tokenizers.FILE)):
-        tok = tokenizers.load(workdir)
+    saved = os.path.join(workdir, rundir.CONFIG) if workdir else ""
+    if saved and os.path.isfile(saved) and os.path.isfile(os.path.join(workdir, tokenizers.FILE)):
+        # The saved vocabulary belongs to the saved data config: with another one, load fresh and
+        # let rundir.prepare report the difference.
+        if rundir.read_json(saved).get("data") == config_lib.to_dict(cfg.data):
+            tok = tokenizers.load(workdir)
     ds = load_dataset(cfg.data, tokenizer=tok)
     return resolve(cfg, ds), ds
 
@@ -92,6 +96,8 @@ def train(cfg: config_lib.Config, workdir: str, *, force_new: bool = False, anno
 
         return run_ngram(cfg, workdir, force_new=force_new, announce=announce)
     cfg, ds = load_run_data(cfg, workdir if not force_new else None)
+    mesh = parallel.make_mesh(cfg.mesh.shape)  # bad input fails before the run directory is touched
+    parallel.check_batch(cfg.train.batch_size, mesh)
     cfg_dict = config_lib.to_dict(cfg)
     is_main = jax.process_index() == 0
     if is_main:
@@ -104,8 +110,6 @@ def train(cfg: config_lib.Config, workdir: str, *, force_new: bool = False, anno
         rundir.write_json(os.path.join(workdir, rundir.CONFIG), cfg_dict)
         ds.tokenizer.save(workdir)
 
-    mesh = parallel.make_mesh(cfg.mesh.shape)
-    parallel.check_batch(cfg.train.batch_size, mesh)
     model = models.build(cfg.model)
     tx, lr_schedule = make_optimizer(cfg.optim, cfg.train.steps)
     steps = make_steps(model, tx, lr_schedule, cfg, mesh)

@@ -49,14 +49,23 @@ def prepare(workdir: str, config_dict: dict, *, force_new: bool = False, announc
             raise RunDirError(f"{workdir} holds a run with a different config ({shown}{more}); "
                               f"use --force-new to start a new run there (the old one is moved aside)")
         if changed:
-            aside = f"{os.path.abspath(workdir).rstrip('/')}.old-{time.strftime('%Y%m%d-%H%M%S')}"
+            aside = _aside_name(workdir)
             shutil.move(workdir, aside)
             announce(f"moved the previous run in {workdir} to {aside}")
     elif os.path.isdir(workdir) and os.listdir(workdir) and force_new:
-        aside = f"{os.path.abspath(workdir).rstrip('/')}.old-{time.strftime('%Y%m%d-%H%M%S')}"
+        aside = _aside_name(workdir)
         shutil.move(workdir, aside)
         announce(f"moved the previous contents of {workdir} to {aside}")
     os.makedirs(workdir, exist_ok=True)
+
+
+def _aside_name(workdir: str) -> str:
+    """WORKDIR.old-<time>, with a counter if that name is taken (never moves into an old run)."""
+    base = f"{os.path.abspath(workdir).rstrip('/')}.old-{time.strftime('%Y%m%d-%H%M%S')}"
+    name, i = base, 1
+    while os.path.exists(name):
+        name, i = f"{base}-{i}", i + 1
+    return name
 
 
 def _get(d: dict, dotted: str):
