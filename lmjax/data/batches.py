@@ -85,3 +85,28 @@ def eval_windows(tokens: np.ndarray, seq_len: int, batch_size: int, max_batches:
             windows[r, : len(chunk)] = chunk
             mask[r, : len(chunk) - 1] = 1.0
         yield windows, mask
+
+
+def eval_streams(tokens: np.ndarray, seq_len: int, batch_size: int):
+    """Yield (windows (B, T + 1), mask (B, T)) so that row b walks stream b of the split in order.
+
+    The targets are cut into batch_size contiguous streams; a recurrent model carries its state
+    from one window of a row to the next, and every target counts exactly once.
+    """
+    n_targets = len(tokens) - 1
+    if n_targets < 1:
+        raise DataError("the validation split has fewer than 2 tokens")
+    stream_len = -(-n_targets // batch_size)
+    arr = np.asarray(tokens)
+    for w in range(-(-stream_len // seq_len)):
+        windows = np.zeros((batch_size, seq_len + 1), np.int32)
+        mask = np.zeros((batch_size, seq_len), np.float32)
+        for b in range(batch_size):
+            start = b * stream_len + w * seq_len
+            stop = min((b + 1) * stream_len, n_targets, start + seq_len)  # last target index + 1
+            if stop <= start:
+                continue
+            chunk = arr[start: stop + 1]
+            windows[b, : len(chunk)] = chunk
+            mask[b, : stop - start] = 1.0
+        yield windows, mask

@@ -76,10 +76,18 @@ def evaluate(steps, params, ds: Dataset, cfg) -> dict:
     """Validation loss (nats/token) over the whole split (or train.eval_batches), bpb, perplexity."""
     total, count = 0.0, 0.0
     sums = []
-    for windows, mask in batches.eval_windows(ds.val, cfg.model.context, cfg.train.eval_batch_size,
-                                              cfg.train.eval_batches):
-        sums.append(steps.eval(params, parallel.put_batch(windows, steps.mesh),
-                               parallel.put_batch(mask, steps.mesh)))
+    if steps.eval_stream is not None:  # stateful: carry the recurrent state along each stream
+        from lmjax.models.recurrent import initial_carry
+
+        carry = initial_carry(cfg.model, cfg.train.eval_batch_size)
+        for windows, mask in batches.eval_streams(ds.val, cfg.model.context, cfg.train.eval_batch_size):
+            s, c, carry = steps.eval_stream(params, windows, mask, carry)
+            sums.append((s, c))
+    else:
+        for windows, mask in batches.eval_windows(ds.val, cfg.model.context, cfg.train.eval_batch_size,
+                                                  cfg.train.eval_batches):
+            sums.append(steps.eval(params, parallel.put_batch(windows, steps.mesh),
+                                   parallel.put_batch(mask, steps.mesh)))
     for s, c in jax.device_get(sums):  # one host sync for the whole evaluation
         total += float(s)
         count += float(c)

@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import optax
 
 from lmjax import parallel
+from lmjax.errors import ConfigError
 
 
 @flax.struct.dataclass
@@ -24,6 +25,7 @@ class TrainState:
     step: jax.Array  # number of optimizer updates done
     params: Any
     opt_state: Any
+    carry: Any = None  # recurrent state carried across windows (stateful truncated BPTT), else None
 
 
 def token_losses(logits_BTV, targets_BT):
@@ -32,15 +34,33 @@ def token_losses(logits_BTV, targets_BT):
     return -jnp.take_along_axis(logp_BTV, targets_BT[..., None], axis=-1)[..., 0]
 
 
-def loss_sums(model, params, windows_BT1, mask_BT=None, *, train=False, rng=None):
-    """(sum of token losses, number of tokens) over a batch of windows (inputs + shifted targets)."""
+def loss_sums(model, params, windows_BT1, mask_BT=None, *, train=False, rng=None, carry=None):
+    """(sum of token losses, number of tokens) over a batch of windows (inputs + shifted targets).
+
+    With ``carry`` (recurrent models), returns (sum, count, final carry) instead.
+    """
     inputs_BT, targets_BT = windows_BT1[:, :-1], windows_BT1[:, 1:]
     rngs = {"dropout": rng} if rng is not None else None
-    logits_BTV = model.apply({"params": params}, inputs_BT, train=train, rngs=rngs)
+    if carry is None:
+        logits_BTV = model.apply({"params": params}, inputs_BT, train=train, rngs=rngs)
+    else:
+        logits_BTV, carry = model.apply({"params": params}, inputs_BT, train=train, rngs=rngs, carry=carry,
+                                        return_carry=True)
     losses_BT = token_losses(logits_BTV, targets_BT)
     if mask_BT is None:
         mask_BT = jnp.ones_like(losses_BT)
-    return (losses_BT * mask_BT).sum(), mask_BT.sum()
+    sums = (losses_BT * mask_BT).sum(), mask_BT.sum()
+    return sums if carry is None else (*sums, carry)
+
+
+def is_stateful(cfg) -> bool:
+    if not cfg.data.stateful:
+        return False
+    if cfg.model.family not in ("lstm", "gru", "rnn"):
+        raise ConfigError(f"data.stateful needs a recurrent model (lstm, gru, rnn), not {cfg.model.family!r}")
+    if cfg.train.grad_accum != 1:
+        raise ConfigError("data.stateful does not combine with train.grad_accum > 1")
+    return True
 
 
 @dataclasses.dataclass(frozen=True)
@@ -70,6 +90,7 @@ class Steps:
     train: Callable  # (state, windows) -> (state, metrics)
     eval: Callable  # (params, windows, mask) -> (loss_sum, count)
     abstract_state: Any
+    eval_stream: Callable | None = None  # (params, windows, mask, carry) -> (sum, count, carry)
 
 
 def make_steps(model, tx, lr_schedule, cfg, mesh) -> Steps:
@@ -82,9 +103,16 @@ def make_steps(model, tx, lr_schedule, cfg, mesh) -> Steps:
     def boxed_params(rng):
         return model.init({"params": rng, "dropout": rng}, dummy_BT, train=False)["params"]
 
+    stateful = is_stateful(cfg)
+
     def init_state(rng):
         params = nn.meta.unbox(boxed_params(rng))
-        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
+        carry = None
+        if stateful:
+            from lmjax.models.recurrent import initial_carry
+
+            carry = initial_carry(cfg.model, cfg.train.batch_size)
+        return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params), carry=carry)
 
     boxed = jax.eval_shape(boxed_params, jax.random.key(0))
     param_sh = parallel.logical_shardings(boxed, mesh, rule_table)
@@ -92,7 +120,8 @@ def make_steps(model, tx, lr_schedule, cfg, mesh) -> Steps:
     repl = parallel.replicated(mesh)
     opt_sh = optax.tree_utils.tree_map_params(tx, lambda _, s: s, abstract.opt_state, param_sh,
                                               transform_non_params=lambda _: repl)
-    state_sh = TrainState(step=repl, params=param_sh, opt_state=opt_sh)
+    carry_sh = jax.tree.map(lambda a: parallel.batch_sharding(mesh, a.ndim), abstract.carry)
+    state_sh = TrainState(step=repl, params=param_sh, opt_state=opt_sh, carry=carry_sh)
     batch_sh = parallel.batch_sharding(mesh)
 
     def with_rules(fn):
@@ -101,40 +130,49 @@ def make_steps(model, tx, lr_schedule, cfg, mesh) -> Steps:
                 return fn(*args)
         return wrapped
 
-    def grads_and_loss(params, windows_BT1, rng):
+    def grads_and_loss(params, windows_BT1, rng, carry):
         def loss_fn(p, w):
-            total, count = loss_sums(model, p, w, train=True, rng=rng)
-            return total / count, count
+            if carry is None:
+                total, count = loss_sums(model, p, w, train=True, rng=rng)
+                return total / count, None
+            total, count, new_carry = loss_sums(model, p, w, train=True, rng=rng, carry=carry)
+            return total / count, jax.lax.stop_gradient(new_carry)  # truncated BPTT
 
         if accum == 1:
-            (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, windows_BT1)
-            return loss, grads
+            (loss, new_carry), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, windows_BT1)
+            return loss, grads, new_carry
         micro = windows_BT1.reshape(accum, -1, windows_BT1.shape[-1])
 
-        def body(carry, w):
-            loss_acc, grads_acc = carry
+        def body(acc, w):
+            loss_acc, grads_acc = acc
             (loss, _), g = jax.value_and_grad(loss_fn, has_aux=True)(params, w)
             return (loss_acc + loss, jax.tree.map(jnp.add, grads_acc, g)), None
 
         zeros = jax.tree.map(jnp.zeros_like, params)
         (loss_sum, grads_sum), _ = jax.lax.scan(body, (jnp.zeros((), jnp.float32), zeros), micro)
         # equal-sized microbatches without padding: the token-weighted mean is the plain mean
-        return loss_sum / accum, jax.tree.map(lambda g: g / accum, grads_sum)
+        return loss_sum / accum, jax.tree.map(lambda g: g / accum, grads_sum), None
 
     def train_step(state: TrainState, windows_BT1):
         rng = jax.random.fold_in(base_dropout_key, state.step)
-        loss, grads = grads_and_loss(state.params, windows_BT1, rng)
+        loss, grads, carry = grads_and_loss(state.params, windows_BT1, rng, state.carry)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = {"train_loss": loss, "grad_norm": optax.global_norm(grads), "lr": lr_schedule(state.step)}
-        return TrainState(step=state.step + 1, params=params, opt_state=opt_state), metrics
+        return TrainState(step=state.step + 1, params=params, opt_state=opt_state, carry=carry), metrics
 
     def eval_step(params, windows_BT1, mask_BT):
         return loss_sums(model, params, windows_BT1, mask_BT, train=False)
+
+    def eval_stream_step(params, windows_BT1, mask_BT, carry):
+        return loss_sums(model, params, windows_BT1, mask_BT, train=False, carry=carry)
 
     init = OnMesh(mesh, jax.jit(init_state, out_shardings=state_sh))
     train = OnMesh(mesh, jax.jit(with_rules(train_step), in_shardings=(state_sh, batch_sh),
                                  out_shardings=(state_sh, repl), donate_argnums=0))
     evaluate = OnMesh(mesh, jax.jit(with_rules(eval_step), in_shardings=(param_sh, batch_sh, batch_sh),
                                     out_shardings=(repl, repl)))
-    return Steps(mesh, rule_table, state_sh, init, train, evaluate, abstract)
+    evaluate_stream = None
+    if stateful:
+        evaluate_stream = OnMesh(mesh, jax.jit(with_rules(eval_stream_step)))
+    return Steps(mesh, rule_table, state_sh, init, train, evaluate, abstract, evaluate_stream)
