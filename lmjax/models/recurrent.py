@@ -123,8 +123,14 @@ def initial_carry(cfg: RecurrentConfig, batch_size: int) -> tuple[dict, ...]:
 
 
 def _recurrent(h_BH, w_HGH):
-    """h @ W_rec for all gates, in W_rec's (compute) dtype, result float32."""
-    return jnp.einsum("bh,hgk->bgk", h_BH.astype(w_HGH.dtype), w_HGH).astype(jnp.float32)
+    """h @ W_rec for all gates, in W_rec's (compute) dtype, result float32.
+
+    One 2-D matmul (B, H) @ (H, G H), as layers.Dense does: XLA:CPU runs dots with several
+    contracting or output dims (and their weight gradients) far slower.
+    """
+    h, g, k = w_HGH.shape
+    out_BF = h_BH.astype(w_HGH.dtype) @ w_HGH.reshape(h, g * k)
+    return out_BF.reshape(h_BH.shape[0], g, k).astype(jnp.float32)
 
 
 def _rnn_step(w_HGH, forget_bias, state, xw_BGH):
@@ -248,7 +254,10 @@ def flops_per_token(c: RecurrentConfig) -> float:
     2 D_in G H and the recurrent matmul 2 H G H (run at every step, the first one on the initial
     state too), the projection 2 H P, and the logits 2 P V. Gate nonlinearities, the elementwise
     state update, biases, LayerNorm, dropout, the softmax and the optimizer are left out (a few
-    percent when H and V are in the hundreds; the elementwise terms grow as G H, the matmuls as G H^2).
+    percent when H and V are in the hundreds; the elementwise terms grow as G H, the matmuls as G H^2),
+    and so is the sum over time of the per-step W_rec gradients (G H^2 per step and layer for the
+    whole batch, i.e. G H^2 / B per token). The backward pass includes the gradient into the initial
+    state (one recurrent matmul per layer and window, which XLA drops when the carry is a constant).
     """
     g, h = c.n_gates, c.d_hidden
     forward = sum(2 * d_in * g * h + 2 * h * g * h for d_in in _layer_inputs(c))

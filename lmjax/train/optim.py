@@ -46,7 +46,7 @@ def decay_mask(params, decay_embeddings: bool):
 
     def rule(path, leaf):
         names = [str(getattr(k, "key", k)) for k in path]
-        if leaf.ndim < 2:
+        if leaf.ndim < 2 or names[-1] in ("bias", "scale"):
             return False
         if any(n in EMBEDDING_NAMES for n in names):
             return decay_embeddings

@@ -1,5 +1,6 @@
 """Recurrent LMs (RNN, GRU, LSTM): numpy references, causality, carried state, counts, FLOPs, ladders."""
 
+import functools
 import importlib.util
 import math
 import pathlib
@@ -19,6 +20,9 @@ from lmjax.parallel import RULES
 
 FAMILIES = ("rnn", "gru", "lstm")
 ROOT = pathlib.Path(__file__).resolve().parents[2]
+# Tiny test programs: LLVM's optimization level 0 halves XLA's CPU compile time; the HLO passes
+# (and so the numbers and XLA's cost analysis) are unchanged.
+jit = functools.partial(jax.jit, compiler_options={"xla_backend_optimization_level": 0})
 
 
 def small(family, **kw):
@@ -34,8 +38,8 @@ def abstract_variables(cfg, batch=2):
 def init(cfg, batch=2, seed=0, scale=0.5):
     """Parameters ~ N(0, scale^2) from numpy (gates far from init, biases non-zero) and random tokens.
 
-    Filling the abstract tree from numpy avoids compiling jax.random for every parameter shape,
-    the slowest part of these tests on a CPU; test_real_init covers the module's own initializers.
+    Filling the abstract tree from numpy avoids compiling jax.random for every parameter shape, the
+    slowest part of these tests on a CPU; test_real_init_and_bfloat16_compute covers the initializers.
     """
     rng = np.random.default_rng(seed)
     leaves, treedef = jax.tree.flatten(nn.meta.unbox(abstract_variables(cfg, batch)))
@@ -90,6 +94,9 @@ def np_forward(cfg, params, tokens_BT, carry):
                                lp["input"]["bias"], cfg.forget_bias)
             outs.append(carry[i]["h"])
         x = np.stack(outs, axis=1)
+        if cfg.layer_norm:
+            x = x - x.mean(-1, keepdims=True)
+            x = x / np.sqrt((x * x).mean(-1, keepdims=True) + 1e-5) * p[f"norm_{i}"]["scale"]
     if cfg.has_proj:
         x = x @ p["proj"]["kernel"]
     head = p["embed"]["embedding"].T if cfg.tied_embeddings else p["unembed"]["kernel"]
@@ -98,11 +105,12 @@ def np_forward(cfg, params, tokens_BT, carry):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_cells_match_numpy_float64(family):
-    cfg = small(family, context=3, d_proj=0, tied_embeddings=False, forget_bias=0.7)
+    cfg = small(family, context=3, tied_embeddings=False, forget_bias=0.7, layer_norm=family == "gru")
     variables, tokens_BT = init(cfg)
     carry = random_carry(cfg)
     # Three steps through two layers, the first one from a non-zero state.
-    logits, final = RecurrentLM(cfg).apply(variables, tokens_BT, carry=carry, return_carry=True)
+    apply = jit(RecurrentLM(cfg).apply, static_argnames="return_carry")
+    logits, final = apply(variables, tokens_BT, carry=carry, return_carry=True)
     ref_logits, ref_final = np_forward(cfg, variables["params"], tokens_BT, carry)
     np.testing.assert_allclose(np.asarray(logits), ref_logits, rtol=1e-5, atol=1e-5)
     for layer, ref in zip(final, ref_final):
@@ -116,7 +124,8 @@ def test_tied_projection_matches_numpy():
     assert cfg.has_proj and cfg.d_out == 8
     variables, tokens_BT = init(cfg)
     ref, _ = np_forward(cfg, variables["params"], tokens_BT, recurrent.initial_carry(cfg, 2))
-    np.testing.assert_allclose(np.asarray(RecurrentLM(cfg).apply(variables, tokens_BT)), ref, rtol=1e-5, atol=1e-5)
+    logits = jit(RecurrentLM(cfg).apply)(variables, tokens_BT)
+    np.testing.assert_allclose(np.asarray(logits), ref, rtol=1e-5, atol=1e-5)
 
 
 # ---------------------------------------------------------------- causality, carry, modes
@@ -140,11 +149,11 @@ def logits_of_embedding_delta(model, variables, tokens_BT):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_causality_through_gradients(family):
-    cfg = small(family, layer_norm=True)
+    cfg = small(family, layer_norm=family == "gru", context=5)
     variables, tokens_BT = init(cfg, scale=0.3)
     f = logits_of_embedding_delta(RecurrentLM(cfg), variables, tokens_BT)
     zeros = jnp.zeros((2, cfg.context, cfg.d_embed))
-    jac = jax.jit(jax.jacrev(lambda d: f(d).sum(-1)))(zeros)  # (B, T, B, S, D)
+    jac = jit(jax.jacrev(lambda d: f(d).sum(-1)))(zeros)  # (B, T, B, S, D)
     dep = np.abs(np.asarray(jac)).max(-1) > 0  # does logit (b, t) depend on the input at (b2, s)?
     t_idx, s_idx = np.arange(cfg.context)[:, None], np.arange(cfg.context)[None, :]
     for b in range(2):
@@ -155,51 +164,59 @@ def test_causality_through_gradients(family):
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_carry_two_halves_equal_whole(family):
-    cfg = small(family, context=8)
+    cfg = small(family)
     variables, tokens_BT = init(cfg)
     model = RecurrentLM(cfg)
-    whole, final = model.apply(variables, tokens_BT, return_carry=True)
-    first, mid = model.apply(variables, tokens_BT[:, :4], return_carry=True)
-    second, final2 = model.apply(variables, tokens_BT[:, 4:], carry=mid, return_carry=True)
-    np.testing.assert_allclose(np.concatenate([first, second], 1), whole, atol=1e-5, rtol=1e-5)
+    half = cfg.context // 2
+
+    @jit
+    def run(variables, tokens_BT):
+        whole, final = model.apply(variables, tokens_BT, return_carry=True)
+        first, mid = model.apply(variables, tokens_BT[:, :half], return_carry=True)
+        second, final2 = model.apply(variables, tokens_BT[:, half:], carry=mid, return_carry=True)
+        zero = model.apply(variables, tokens_BT, carry=recurrent.initial_carry(cfg, tokens_BT.shape[0]))
+        return whole, final, jnp.concatenate([first, second], 1), final2, zero
+
+    whole, final, halves, final2, zero = run(variables, tokens_BT)
+    np.testing.assert_allclose(halves, whole, atol=1e-5, rtol=1e-5)
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, atol=1e-5, rtol=1e-5), final, final2)
-    # carry=None is the zero state, and return_carry=False returns the logits alone
-    zero = recurrent.initial_carry(cfg, 2)
-    np.testing.assert_array_equal(model.apply(variables, tokens_BT, carry=zero), whole)
-    assert jax.tree.structure(final) == jax.tree.structure(zero)
+    np.testing.assert_allclose(zero, whole, rtol=1e-5, atol=1e-5)  # carry=None is the zero state
+    assert jax.tree.structure(final) == jax.tree.structure(recurrent.initial_carry(cfg, 2))
+    assert all(x.shape == (2, cfg.d_hidden) and x.dtype == jnp.float32 for x in jax.tree.leaves(final))
 
 
 def test_jit_equals_eager_and_dropout_modes():
-    cfg = small("gru", dropout=0.5, scan_unroll=2)
+    cfg = small("rnn", dropout=0.5, scan_unroll=2)
     variables, tokens_BT = init(cfg)
     model = RecurrentLM(cfg)
     eager = model.apply(variables, tokens_BT)
     assert eager.dtype == jnp.float32 and eager.shape == (2, cfg.context, cfg.vocab_size)
 
-    @jax.jit
+    @jit
     def run(variables, tokens_BT, key):
         test = model.apply(variables, tokens_BT)
         train = model.apply(variables, tokens_BT, train=True, rngs={"dropout": key})
         return test, train
 
-    jitted, a = run(variables, tokens_BT, jax.random.PRNGKey(3))
-    np.testing.assert_allclose(eager, jitted, atol=1e-6)
+    jitted, a = run(variables, tokens_BT, jax.random.key(3, impl="unsafe_rbg"))
+    np.testing.assert_allclose(eager, jitted, rtol=1e-5, atol=1e-5)
     assert not np.allclose(a, eager)
-    np.testing.assert_array_equal(a, run(variables, tokens_BT, jax.random.PRNGKey(3))[1])
+    np.testing.assert_array_equal(a, run(variables, tokens_BT, jax.random.key(3, impl="unsafe_rbg"))[1])
 
 
 def test_real_init_and_bfloat16_compute():
-    cfg = small("lstm", dtype="bfloat16", dropout=0.1)
+    cfg = small("rnn", dtype="bfloat16", dropout=0.1)
     tokens_BT = jnp.zeros((2, cfg.context), jnp.int32)
 
-    @jax.jit
+    @jit
     def run(key, tokens_BT):
-        variables = RecurrentLM(cfg).init(key, tokens_BT)
+        variables = RecurrentLM(cfg).init({"params": key, "dropout": key}, tokens_BT)
         logits, carry = RecurrentLM(cfg).apply(variables, tokens_BT, return_carry=True)
-        ref = RecurrentLM(small("lstm")).apply(variables, tokens_BT)
+        ref = RecurrentLM(small("rnn")).apply(variables, tokens_BT)
         return nn.meta.unbox(variables)["params"], logits, carry, ref
 
-    params, logits, carry, ref = run(jax.random.PRNGKey(0), tokens_BT)
+    # An rbg key: XLA compiles the default threefry generator for every parameter shape slowly on CPU.
+    params, logits, carry, ref = run(jax.random.key(0, impl="unsafe_rbg"), tokens_BT)
     assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(params))
     assert float(jnp.abs(params["layer_0"]["input"]["bias"]).max()) == 0.0
     std = float(params["layer_1"]["recurrent_kernel"].std())
@@ -253,14 +270,17 @@ def test_every_parameter_has_logical_axes(cfg):
 
 # XLA's count of jax.grad(loss) on a fully unrolled window, against 3 x the forward matmuls times
 # B T. XLA also counts what flops_per_token leaves out: gate nonlinearities and the elementwise
-# state update (~G H per token per layer and their gradients), bias adds, the log-softmax and
-# cross-entropy (~V per token), and the reductions of the bias gradients. With H = 256 these
-# stay within ~1%.
+# state update (~G H per token per layer, and their gradients), bias adds, LayerNorm, the
+# log-softmax and cross-entropy (~V per token), and the sum over time steps of the per-step
+# W_rec gradients ((T - 1) G H^2 adds per layer and window, i.e. ~G H^2 / B per token: hence a
+# batch of 16). The loss is differentiated w.r.t. the initial state too, so that the gradient
+# into h_0 (one H G H matmul per layer and window, dead code when the carry is a constant) is
+# computed, as flops_per_token assumes. Measured ours / XLA: rnn 0.995, gru 0.983, lstm 0.983.
 FLOP_CONFIGS = [
     RecurrentConfig(family="rnn", vocab_size=256, context=2, d_embed=128, d_hidden=256, n_layers=2),
-    RecurrentConfig(family="gru", vocab_size=256, context=2, d_embed=128, d_hidden=256, n_layers=2,
+    RecurrentConfig(family="gru", vocab_size=256, context=2, d_embed=128, d_hidden=256, n_layers=1,
                     tied_embeddings=False, layer_norm=True),
-    RecurrentConfig(family="lstm", vocab_size=256, context=2, d_embed=128, d_hidden=256, n_layers=2, d_proj=128),
+    RecurrentConfig(family="lstm", vocab_size=256, context=2, d_embed=128, d_hidden=256, n_layers=1, d_proj=128),
 ]
 
 
@@ -269,17 +289,17 @@ def test_flops_per_token_matches_xla(cfg):
     # XLA's cost analysis counts a while-loop body once, so unroll the scan over the whole window.
     cfg = RecurrentConfig(**{**cfg.__dict__, "scan_unroll": cfg.context})
     model = RecurrentLM(cfg)
-    batch = 2
+    batch = 16
     tokens_BT = jnp.zeros((batch, cfg.context), jnp.int32)
-    params = nn.meta.unbox(abstract_variables(cfg))["params"]
+    params = nn.meta.unbox(abstract_variables(cfg, batch))["params"]
 
     def loss(p, tokens_BT, carry):
         logits_BTV = model.apply({"params": p}, tokens_BT, carry=carry)
         return optax.softmax_cross_entropy_with_integer_labels(logits_BTV, tokens_BT).mean()
 
-    # The initial state is an argument: a constant zero state lets XLA fold h_0 @ W_rec away.
+    grad = jit(jax.grad(loss, argnums=(0, 2)))
     carry = recurrent.initial_carry(cfg, batch)
-    xla_flops = jax.jit(jax.grad(loss)).lower(params, tokens_BT, carry).compile().cost_analysis()["flops"]
+    xla_flops = grad.lower(params, tokens_BT, carry).compile().cost_analysis()["flops"]
     ours = recurrent.flops_per_token(cfg) * batch * cfg.context
     assert ours == models.flops_per_token(cfg) * batch * cfg.context
     assert abs(ours / xla_flops - 1) < 0.05, (ours, xla_flops, ours / xla_flops)
