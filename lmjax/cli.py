@@ -47,7 +47,10 @@ def load_cli_config(path: str, overrides: dict):
 def cmd_train(args) -> int:
     from lmjax.train.loop import train
 
+    from lmjax.distributed import initialize
+
     cfg = load_cli_config(args.config, args.overrides)
+    initialize(args.coordinator, args.num_processes, args.process_id)
     summary = train(cfg, args.workdir, force_new=args.force_new, announce=lambda m: print(m, file=sys.stderr))
     keys = ("status", "steps", "final_val_loss", "final_val_bpb", "final_val_ppl", "params_total", "wall_s")
     print(json.dumps({k: summary.get(k) for k in keys}))
@@ -70,6 +73,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workdir", required=True, help="the run directory")
     p.add_argument("--force-new", action="store_true",
                    help="start a new run even if WORKDIR holds one with another config (the old is moved aside)")
+    g = p.add_argument_group("multi-process (otherwise detected from SLURM / TPU VM environments)")
+    g.add_argument("--coordinator", help="host:port of process 0")
+    g.add_argument("--num-processes", type=int)
+    g.add_argument("--process-id", type=int)
     p.set_defaults(func=cmd_train)
     p = sub.add_parser("eval", help="validation loss / bpb / perplexity of a run's latest checkpoint")
     p.add_argument("--workdir", required=True)

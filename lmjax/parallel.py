@@ -88,7 +88,16 @@ def check_batch(global_batch: int, mesh) -> None:
         raise ConfigError(f"the global batch {global_batch} is not divisible by data x fsdp = {split}")
 
 
-def put_batch(local_rows: np.ndarray, mesh) -> jax.Array:
-    """Assemble the global batch from this process's rows (the whole batch on one process)."""
-    sharding = batch_sharding(mesh, local_rows.ndim)
-    return jax.make_array_from_process_local_data(sharding, local_rows)
+def make_batch(row_fn, global_shape: tuple, mesh) -> jax.Array:
+    """A batch-sharded global array whose rows come from ``row_fn(rows: slice) -> np.ndarray``.
+
+    Each process materializes only the rows its devices hold, whatever the mesh layout, so a
+    multi-host job never loads the whole global batch on one host.
+    """
+    sharding = batch_sharding(mesh, len(global_shape))
+    return jax.make_array_from_callback(tuple(global_shape), sharding, lambda idx: row_fn(idx[0]))
+
+
+def put_batch(rows: np.ndarray, mesh) -> jax.Array:
+    """Place a whole global batch held by every process (evaluation batches, tests)."""
+    return make_batch(lambda sl: rows[sl], rows.shape, mesh)

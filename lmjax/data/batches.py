@@ -26,18 +26,19 @@ def usable_tokens(tokens: np.ndarray, train_tokens: int) -> np.ndarray:
 
 
 def train_batch(tokens: np.ndarray, *, seed: int, step: int, batch_size: int, seq_len: int,
-                process_index: int = 0, process_count: int = 1) -> np.ndarray:
-    """Rows of the global batch for this process: int32 (B_local, T + 1)."""
+                process_index: int = 0, process_count: int = 1, rows: slice | None = None) -> np.ndarray:
+    """Rows of the global batch for this process (or the given ``rows``): int32 (B_local, T + 1)."""
     n = len(tokens)
     if n < seq_len + 1:
         raise DataError(f"the context ({seq_len}) is longer than the training tokens available ({n} - 1)")
     rng = np.random.Generator(np.random.Philox(key=[seed, step]))
-    starts = rng.integers(0, n - seq_len, size=batch_size)[_rows(batch_size, process_index, process_count)]
+    rows = rows if rows is not None else _rows(batch_size, process_index, process_count)
+    starts = rng.integers(0, n - seq_len, size=batch_size)[rows]
     return np.stack([np.asarray(tokens[s:s + seq_len + 1]) for s in starts]).astype(np.int32)
 
 
 def stream_batch(tokens: np.ndarray, *, seed: int, step: int, batch_size: int, seq_len: int,
-                 process_index: int = 0, process_count: int = 1) -> np.ndarray:
+                 process_index: int = 0, process_count: int = 1, rows: slice | None = None) -> np.ndarray:
     """Truncated-BPTT batch: row b reads stream b at window ``step`` (wrapping around its stream).
 
     The split is cut into batch_size contiguous streams (rotated by a seed-dependent offset), so
@@ -51,12 +52,13 @@ def stream_batch(tokens: np.ndarray, *, seed: int, step: int, batch_size: int, s
     windows = stream_len // seq_len
     offset = int(np.random.Generator(np.random.Philox(key=[seed, 0])).integers(0, n))
     w = step % windows
-    rows = []
-    for b in range(batch_size)[_rows(batch_size, process_index, process_count)]:
+    out = []
+    rows = rows if rows is not None else _rows(batch_size, process_index, process_count)
+    for b in range(batch_size)[rows]:
         start = (offset + b * stream_len + w * seq_len) % n
         idx = (start + np.arange(seq_len + 1)) % n
-        rows.append(np.asarray(tokens[idx]))
-    return np.stack(rows).astype(np.int32)
+        out.append(np.asarray(tokens[idx]))
+    return np.stack(out).astype(np.int32)
 
 
 def eval_windows(tokens: np.ndarray, seq_len: int, batch_size: int, max_batches: int = 0):

@@ -1,49 +1,27 @@
-"""Fitting scaling laws: Huber loss on log loss, L-BFGS from a grid of starts, all vectorized.
+"""Fitting scaling laws to a table of points.
 
-    objective(theta) = sum_i w_i * Huber_delta(log_predict(theta, x_i) - log L_i)
+Forms with an offset (Chinchilla, E + A x^-alpha, Kaplan's two-variable forms, user forms) are
+fitted by minimizing the Huber loss (delta = 1e-3) between log prediction and log loss with
+L-BFGS from a grid of starting points, all starts vectorized (lmjax.scaling.search). The search
+is staged: every start explores for a few iterations in float32, the 256 best continue, the 64
+best are polished to convergence in float64; the best polished one is the fit. Pure power laws
+(Law.loglinear) are fitted by weighted least squares in log-log.
 
-with Huber_delta(r) = r^2/2 for |r| <= delta, delta (|r| - delta/2) otherwise (scipy.special.huber,
-as in Hoffmann et al. 2022 and Besiroglu et al. 2024). Gradients are exact (jax.grad); every
-grid start runs at once under vmap. The search runs in two stages: all starts for
-`explore_iter` iterations, then the `polish` best ones to tight convergence (restarted with a
-fresh L-BFGS memory), which finds the same optimum as running every start to the end, in a
-fraction of the time.
-
-Pure power laws (Law.loglinear) are fitted by weighted least squares in log-log instead.
-
-Precision: fitting runs in float64 inside `jax.enable_x64(True)` (a thread-local context), so
-other code in the process keeps its default dtypes.
+Float64: the JAX work runs under `jax.enable_x64(True)` (thread-local), never process-wide.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 from collections.abc import Mapping, Sequence
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import pandas as pd
 
 from lmjax.errors import ConfigError, DataError
-from lmjax.scaling import lbfgs
+from lmjax.scaling.data import format_rows as _rows
 from lmjax.scaling.laws import Law, get_law
-
-DELTA = 1e-3
-
-
-def huber(r, delta):
-    """scipy.special.huber(delta, r), elementwise."""
-    a = jnp.abs(r)
-    return jnp.where(a <= delta, 0.5 * r * r, delta * (a - 0.5 * delta))
-
-
-def objective(law: Law, theta_P, x: Mapping, log_y, w, delta: float = DELTA):
-    """Weighted Huber sum of log residuals for one parameter vector (jax arrays)."""
-    p = {n: theta_P[i] for i, n in enumerate(law.params)}
-    r = law.log_predict(p, x) - log_y
-    return jnp.sum(w * huber(r, delta))
+from lmjax.scaling.search import DELTA, FIT_SCHEDULE, Stage, search
 
 
 @dataclasses.dataclass
@@ -130,53 +108,6 @@ def _prepare(law: Law, data, weights) -> tuple[dict, np.ndarray, np.ndarray]:
     return x, y, w
 
 
-def _rows(idx: np.ndarray) -> str:
-    shown = ", ".join(str(i) for i in idx[:20])
-    return f"[{shown}{', ...' if idx.size > 20 else ''}] (0-based, {idx.size} in all)"
-
-
-# ------------------------------------------------------------------ Huber + L-BFGS
-
-
-@functools.partial(jax.jit, static_argnames=("law", "delta", "memory", "batched_w"))
-def _solve(law, theta0_SP, x, log_y, w, ftol, gtol, max_iter, *, delta, memory, batched_w):
-    """L-BFGS on every row of theta0_SP; w is (N,) shared or (S, N) per problem."""
-
-    def fun(theta_P, *a):
-        w_N = a[0] if batched_w else w
-        return jax.value_and_grad(objective, argnums=1)(law, theta_P, x, log_y, w_N, delta)
-
-    args = (w,) if batched_w else ()
-    st = lbfgs.minimize_batched(fun, theta0_SP, args, memory=memory, max_iter=max_iter, ftol=ftol, gtol=gtol)
-    return st.x, st.f, st.it, st.done
-
-
-_TOL = {np.dtype(np.float32): (1e-6, 0.0), np.dtype(np.float64): (1e-12, 0.0)}
-
-
-def solve(law: Law, theta0_SP, x, y, w, *, delta=DELTA, max_iter=1000, dtype=np.float64, memory=10):
-    """Batched Huber fits; numpy in, numpy (float64) out.
-
-    theta0_SP: (S, P) starts; w: (N,) shared weights or (S, N) per problem. dtype float32 is
-    for cheap exploration, float64 for the final answer. Returns (theta_SP, f_S, evals, done_S).
-    """
-    dtype = np.dtype(dtype)
-    ftol, gtol = _TOL[dtype]
-    with jax.enable_x64(True):
-        theta0 = jnp.asarray(np.asarray(theta0_SP), dtype)
-        xj = {k: jnp.asarray(np.asarray(v), dtype) for k, v in x.items()}
-        wj = jnp.asarray(np.asarray(w), dtype)
-        log_y = jnp.asarray(np.log(np.asarray(y, np.float64)), dtype)
-        out = _solve(law, theta0, xj, log_y, wj, jnp.asarray(ftol, dtype), jnp.asarray(gtol, dtype),
-                     jnp.int32(max_iter), delta=float(delta), memory=memory, batched_w=wj.ndim == 2)
-        theta, f, it, done = (np.array(a, dtype=np.float64 if a.dtype != np.bool_ else bool) for a in out)
-    return theta, f, int(np.max(it)), done
-
-
-# (keep, max_iter, dtype): explore every start cheaply in float32, then the best in float64.
-SCHEDULE = ((1.0, 40, "float32"), (0.1, 200, "float32"), (32, 2000, "float64"))
-
-
 def fit(
     law: str | Law,
     data,
@@ -185,17 +116,15 @@ def fit(
     method: str = "auto",
     grid: Mapping[str, Sequence[float]] | None = None,
     delta: float = DELTA,
-    schedule: Sequence[tuple[float, int]] = SCHEDULE,
+    schedule: Sequence[Stage] = FIT_SCHEDULE,
 ) -> FitResult:
     """Fit `law` to `data` (columns: the law's inputs and `loss`).
 
     method: "huber" (grid + L-BFGS, the default for forms with an offset), "lstsq" (least
     squares in log-log, only for pure power laws; the default for those), or "auto".
     grid overrides the starting values of some parameters (fit-space names).
-    schedule: stages (keep, max_iter, dtype); each stage keeps the `keep` best searches so far
-    (an int count, or a float fraction of them) and continues them (fresh L-BFGS memory) for at
-    most `max_iter` evaluations in `dtype`. The last stage should run to convergence in float64.
-    ((1.0, 5000, "float64"),) runs every start to the end.
+    schedule: stages (keep, max_iter, dtype) of lmjax.scaling.search.search; the last stage
+    should run to convergence in float64. ((1.0, 5000, "float64"),) runs every start to the end.
     """
     law = get_law(law)
     x, y, w = _prepare(law, data, weights)
@@ -209,16 +138,8 @@ def fit(
         raise ConfigError(f"fit: Huber delta must be positive, got {delta}")
 
     starts = law.grid_points(grid)
-    theta, f = starts.copy(), np.zeros(len(starts))
-    alive, n_evals = np.arange(len(starts)), 0
-    for keep, iters, dtype in schedule:
-        n = int(round(keep * len(alive))) if isinstance(keep, float) else int(keep)
-        alive = alive[np.argsort(f[alive], kind="stable")[: max(1, min(n, len(alive)))]]
-        theta[alive], f[alive], ev, _ = solve(law, theta[alive], x, y, w, delta=delta, max_iter=iters,
-                                              dtype=dtype)
-        f[alive] = np.where(np.isfinite(f[alive]), f[alive], np.inf)
-        n_evals += ev
-    best = alive[int(np.argmin(f[alive]))]
+    theta_GKP, f_GK, best, n_evals = search(law, starts[None], x, y, w[None], schedule=schedule, delta=delta)
+    theta, f, best = theta_GKP[0], f_GK[0], int(best[0])
     if not np.isfinite(f[best]):
         raise DataError(f"fit {law.name!r}: the objective is not finite at any starting point")
     theta_best = {n: float(theta[best, i]) for i, n in enumerate(law.params)}

@@ -54,6 +54,7 @@ class Law:
     `inputs` (column names such as "N", "D", "C", "S"). `natural` maps fit-space values (floats
     or numpy arrays) to reported parameters. `loglinear`, when set, marks a pure power law
     log L = c0 + c1 * log x: it maps the least-squares coefficients (c0, c1) to fit-space params.
+    `derived` maps natural parameters to derived quantities (bootstrapped alongside them).
     """
 
     name: str
@@ -63,6 +64,7 @@ class Law:
     grid: Mapping[str, Sequence[float]]
     natural: Callable[[Mapping], dict] = _identity
     loglinear: Callable[[float, float], dict] | None = None
+    derived: Callable[[Mapping], dict] | None = None
     formula: str = ""
 
     def __post_init__(self):
@@ -92,9 +94,10 @@ class Law:
 
     def predict(self, theta: Mapping[str, float], inputs: Mapping[str, np.ndarray]) -> np.ndarray:
         """Predicted loss (not log) at `inputs`, from fit-space parameters `theta`."""
-        x = {k: jnp.asarray(np.asarray(inputs[k], dtype=np.float64)) for k in self.inputs}
-        p = {k: jnp.asarray(theta[k]) for k in self.params}
-        return np.exp(np.asarray(self.log_predict(p, x)))
+        with jax.enable_x64(True):
+            x = {k: jnp.asarray(np.asarray(inputs[k], dtype=np.float64)) for k in self.inputs}
+            p = {k: jnp.asarray(np.float64(theta[k])) for k in self.params}
+            return np.exp(np.asarray(self.log_predict(p, x), np.float64))
 
 
 def make_law(
@@ -133,14 +136,23 @@ def _chinchilla_log(p, x):
     return _lse(p["a"] - p["alpha"] * jnp.log(x["N"]), p["b"] - p["beta"] * jnp.log(x["D"]), p["e"])
 
 
+def _exp(v):
+    with np.errstate(over="ignore"):
+        return np.exp(v)
+
+
 def _chinchilla_natural(p):
-    return {
-        "E": np.exp(p["e"]),
-        "A": np.exp(p["a"]),
-        "B": np.exp(p["b"]),
-        "alpha": p["alpha"],
-        "beta": p["beta"],
-    }
+    return {"E": _exp(p["e"]), "A": _exp(p["a"]), "B": _exp(p["b"]), "alpha": p["alpha"], "beta": p["beta"]}
+
+
+def chinchilla_derived(p: Mapping) -> dict:
+    """Compute-optimal allocation exponents and coefficient of Hoffmann et al. (2022), eq. 4:
+    N_opt(C) = G (C/6)^a, D_opt(C) = G^-1 (C/6)^b, a = beta/(alpha+beta), b = alpha/(alpha+beta),
+    G = (alpha A / (beta B))^(1/(alpha+beta))."""
+    s = p["alpha"] + p["beta"]
+    with np.errstate(all="ignore"):
+        G = np.exp((np.log(p["alpha"] * p["A"]) - np.log(p["beta"] * p["B"])) / s)
+    return {"a": p["beta"] / s, "b": p["alpha"] / s, "G": G}
 
 
 def chinchilla() -> Law:
@@ -152,6 +164,7 @@ def chinchilla() -> Law:
         log_predict=_chinchilla_log,
         grid=CHINCHILLA_GRID,
         natural=_chinchilla_natural,
+        derived=chinchilla_derived,
         formula="L(N, D) = E + A/N^alpha + B/D^beta",
     )
 
@@ -168,7 +181,7 @@ def power_law(x: str = "N") -> Law:
         return _lse(p["e"], p["a"] - p["alpha"] * jnp.log(inp[x]))
 
     def natural(p):
-        return {"E": np.exp(p["e"]), "A": np.exp(p["a"]), "alpha": p["alpha"]}
+        return {"E": _exp(p["e"]), "A": _exp(p["a"]), "alpha": p["alpha"]}
 
     # C spans larger values than N or D, so its coefficient grid reaches further.
     a_grid = np.arange(0.0, 50.1, 5.0) if x == "C" else CHINCHILLA_GRID["a"]
@@ -194,7 +207,7 @@ def _kaplan_single(x: str, exponent: str, scale: str) -> Law:
         return p[exponent] * (p[scale] - jnp.log(inp[x]))
 
     def natural(p):
-        return {scale[4:]: np.exp(p[scale]), exponent: p[exponent]}
+        return {scale[4:]: _exp(p[scale]), exponent: p[exponent]}
 
     def loglinear(c0, c1):  # log L = alpha log x_c - alpha log x
         alpha = -c1
@@ -231,8 +244,8 @@ def kaplan_nd() -> Law:
 
     def natural(p):
         return {
-            "N_c": np.exp(p["log_N_c"]),
-            "D_c": np.exp(p["log_D_c"]),
+            "N_c": _exp(p["log_N_c"]),
+            "D_c": _exp(p["log_D_c"]),
             "alpha_N": p["alpha_N"],
             "alpha_D": p["alpha_D"],
         }
@@ -257,7 +270,7 @@ def kaplan_ns() -> Law:
                     p["alpha_S"] * (p["log_S_c"] - jnp.log(x["S"])))
 
     def natural(p):
-        return {"N_c": np.exp(p["log_N_c"]), "S_c": np.exp(p["log_S_c"]),
+        return {"N_c": _exp(p["log_N_c"]), "S_c": _exp(p["log_S_c"]),
                 "alpha_N": p["alpha_N"], "alpha_S": p["alpha_S"]}
 
     return Law(

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 
 C1 = 1e-4  # Armijo constant
+PATIENCE = 3  # converged after this many consecutive accepted steps that barely decrease f
 
 
 class State(NamedTuple):
@@ -29,25 +30,28 @@ class State(NamedTuple):
     y_MP: jnp.ndarray  # (M, P) memory of gradient changes
     rho_M: jnp.ndarray  # (M,) 1 / (s . y), 0 for empty slots
     it: jnp.ndarray  # () objective evaluations so far
+    n_small: jnp.ndarray  # () consecutive accepted steps with a relative decrease below ftol
     done: jnp.ndarray  # () bool
 
 
 def _direction(g, s_MP, y_MP, rho_M):
-    """-H g by the two-loop recursion; empty slots (rho = 0) are no-ops."""
-    m = s_MP.shape[0]
-    q = g
-    alphas = []
-    for i in reversed(range(m)):
-        a = rho_M[i] * jnp.dot(s_MP[i], q)
-        q = q - a * y_MP[i]
-        alphas.append(a)
-    alphas = alphas[::-1]
+    """-H g by the two-loop recursion (as scans: small programs compile fast); empty slots
+    (rho = 0) are no-ops."""
+
+    def back(q, sy):
+        s, y, rho = sy
+        a = rho * jnp.dot(s, q)
+        return q - a * y, a
+
+    q, a_M = jax.lax.scan(back, g, (s_MP, y_MP, rho_M), reverse=True)
     sy, yy = jnp.dot(s_MP[-1], y_MP[-1]), jnp.dot(y_MP[-1], y_MP[-1])
     gamma = jnp.where(rho_M[-1] > 0, sy / jnp.where(yy > 0, yy, 1.0), 1.0)
-    r = gamma * q
-    for i in range(m):
-        b = rho_M[i] * jnp.dot(y_MP[i], r)
-        r = r + s_MP[i] * (alphas[i] - b)
+
+    def fwd(r, sya):
+        s, y, rho, a = sya
+        return r + s * (a - rho * jnp.dot(y, r)), None
+
+    r, _ = jax.lax.scan(fwd, gamma * q, (s_MP, y_MP, rho_M, a_M))
     return -r
 
 
@@ -71,6 +75,7 @@ def init(fun: Callable, x0, memory: int) -> State:
         y_MP=z,
         rho_M=jnp.zeros((memory,), x0.dtype),
         it=jnp.ones((), jnp.int32),
+        n_small=jnp.zeros((), jnp.int32),
         done=bad,
     )
 
@@ -97,8 +102,8 @@ def step(fun: Callable, st: State, ftol, gtol) -> State:
     rho_M = jnp.where(descent, rho_M, 0.0)
     t_acc = jnp.where(rho_M[-1] > 0, 1.0, _first_step(gt))
     small_f = (st.f - ft) <= ftol * jnp.abs(ft)
-    small_g = jnp.max(jnp.abs(gt)) <= gtol
-    done_acc = small_f | small_g
+    n_small = jnp.where(small_f, st.n_small + 1, 0)
+    done_acc = (n_small >= PATIENCE) | (jnp.max(jnp.abs(gt)) <= gtol)
 
     # Rejected: shrink the step (quadratic interpolation, kept within [0.1 t, 0.5 t]).
     denom = 2.0 * (ft - st.f - gd * st.t)
@@ -117,6 +122,7 @@ def step(fun: Callable, st: State, ftol, gtol) -> State:
         y_MP=jnp.where(accept, y_MP, st.y_MP),
         rho_M=jnp.where(accept, rho_M, st.rho_M),
         it=st.it + 1,
+        n_small=jnp.where(accept, n_small, st.n_small),
         done=jnp.where(accept, done_acc, stuck),
     )
     # Finished problems stay frozen.

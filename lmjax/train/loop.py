@@ -81,7 +81,8 @@ def evaluate(steps, params, ds: Dataset, cfg) -> dict:
 
         carry = initial_carry(cfg.model, cfg.train.eval_batch_size)
         for windows, mask in batches.eval_streams(ds.val, cfg.model.context, cfg.train.eval_batch_size):
-            s, c, carry = steps.eval_stream(params, windows, mask, carry)
+            s, c, carry = steps.eval_stream(params, parallel.put_batch(windows, steps.mesh),
+                                            parallel.put_batch(mask, steps.mesh), carry)
             sums.append((s, c))
     else:
         for windows, mask in batches.eval_windows(ds.val, cfg.model.context, cfg.train.eval_batch_size,
@@ -140,14 +141,14 @@ def train(cfg: config_lib.Config, workdir: str, *, force_new: bool = False, anno
     tokens_per_step = cfg.train.batch_size * cfg.model.context
     peak = cfg.train.peak_flops or flops_lib.peak_flops_per_device()
     logger = RunLogger(workdir, cfg, cfg_dict, total_steps=cfg.train.steps, start_step=start, enabled=is_main)
-    pi, pc = jax.process_index(), jax.process_count()
     batch_fn = batches.stream_batch if cfg.data.stateful else batches.train_batch
     train_tokens = batches.usable_tokens(ds.train, cfg.data.train_tokens)
+    batch_shape = (cfg.train.batch_size, cfg.model.context + 1)
 
     def batch_at(i):
-        rows = batch_fn(train_tokens, seed=cfg.train.seed, step=i, batch_size=cfg.train.batch_size,
-                        seq_len=cfg.model.context, process_index=pi, process_count=pc)
-        return parallel.put_batch(rows, mesh)
+        return parallel.make_batch(
+            lambda rows: batch_fn(train_tokens, seed=cfg.train.seed, step=i, batch_size=cfg.train.batch_size,
+                                  seq_len=cfg.model.context, rows=rows), batch_shape, mesh)
 
     t_start = time.perf_counter()
     t_mark, step_mark, eval_time = t_start, start, 0.0
