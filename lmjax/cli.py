@@ -99,8 +99,8 @@ def main(argv: list[str] | None = None) -> int:
         rest, overrides = split_overrides(argv)
         parser = build_parser()
         args = parser.parse_args(rest)
-        if overrides and args.command != "train":
-            raise LmjaxError(f"--config.* overrides apply to `lmjax train`, not `lmjax {args.command}`")
+        if overrides and args.command not in ("train", "plan"):
+            raise LmjaxError(f"--config.* overrides apply to `lmjax train` and `lmjax plan`, not `lmjax {args.command}`")
         args.overrides = overrides
         from lmjax.jax_setup import setup_jax
 
