@@ -55,7 +55,8 @@ class Embed(nn.Module):
 
     def attend(self, x_BTD):
         # Logits in float32 whatever the compute dtype.
-        return jnp.einsum("btd,vd->btv", x_BTD.astype(jnp.float32), self.embedding_VD)
+        x_ND = x_BTD.reshape(-1, x_BTD.shape[-1]).astype(jnp.float32)  # 2-D: see Dense
+        return (x_ND @ self.embedding_VD.T).reshape(*x_BTD.shape[:-1], self.vocab_size)
 
 
 class Dense(nn.Module):
