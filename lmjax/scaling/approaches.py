@@ -203,8 +203,8 @@ def isoflop_profiles(
 ) -> list[IsoFlopProfile]:
     """Loss vs N at fixed FLOP budgets.
 
-    source "points": final points grouped into budgets (clusters of C within tol_decades), for
-    IsoFLOP sweeps. "curves": training curves interpolated (in log C, log loss) at n_budgets
+    source "points": final points grouped into budgets, for IsoFLOP sweeps: by the `budget`
+    column when the table has one, else clusters of C within tol_decades. "curves": training curves interpolated (in log C, log loss) at n_budgets
     log-spaced budgets, the best run per model size; this reuses the checkpoints of an N x D
     grid sweep (the loss mid-run of a decaying schedule is somewhat above that of a run of that
     length, so these minima lean to larger N). "auto": points when they give min_budgets usable
@@ -215,11 +215,17 @@ def isoflop_profiles(
     have_curves = curves is not None and not curves.empty and "run" in curves
     from_points = []
     if source in ("auto", "points"):
-        gid = budget_groups(points["C"].to_numpy(), tol_decades)
-        for g in np.unique(gid):
-            sel = points[gid == g]
-            from_points.append(_profile(float(np.exp(np.log(sel["C"]).mean())), sel["N"].to_numpy(np.float64),
-                                        sel["loss"].to_numpy(np.float64), min_sizes))
+        if "budget" in points and pd.to_numeric(points["budget"], errors="coerce").gt(0).any():
+            # An IsoFLOP sweep names each run's budget (the collector's `budget` column).
+            budget = pd.to_numeric(points["budget"], errors="coerce").to_numpy(np.float64)
+            groups = [(b, points[budget == b]) for b in np.unique(budget[budget > 0])]
+        else:
+            gid = budget_groups(points["C"].to_numpy(), tol_decades)
+            groups = [(None, points[gid == g]) for g in np.unique(gid)]
+        for b, sel in groups:
+            C = b if b is not None else float(np.exp(np.log(sel["C"]).mean()))
+            from_points.append(_profile(C, sel["N"].to_numpy(np.float64), sel["loss"].to_numpy(np.float64),
+                                        min_sizes))
         if source == "points" or sum(p.ok for p in from_points) >= min_budgets or not have_curves:
             return from_points
     if not have_curves:

@@ -72,9 +72,13 @@ def run(args) -> int:
             obj = next(iter(analyses.values())).to_json()
         else:
             obj = {"families": {k: a.to_json() for k, a in analyses.items()}}
+        if data.notes:
+            obj["data_notes"] = list(data.notes)
         print(json.dumps(_finite(obj), indent=2, default=_jsonable))
     else:
         print("\n\n".join(a.text() for a in analyses.values()))
+        for note in data.notes:
+            print(f"note: {note}")
         if args.plots:
             print(f"\nplots written to {args.plots}")
     return 0

@@ -27,7 +27,7 @@ from lmjax.errors import DataError
 REQUIRED = ("N", "D", "loss")
 SWEEP_COLUMNS = {"params_non_embedding": "N", "tokens": "D", "flops": "C", "val_loss": "loss"}
 C_ALIASES = ("C", "C_flops", "flops")
-KEEP = ("family", "run", "seed", "step", "lr", "S")
+KEEP = ("family", "run", "seed", "step", "lr", "S", "budget")
 
 
 @dataclasses.dataclass
@@ -36,6 +36,7 @@ class ScalingData:
     curves: pd.DataFrame | None = None
     exact_flops: bool = False
     source: str = ""
+    notes: list[str] = dataclasses.field(default_factory=list)
 
     @property
     def families(self) -> list[str]:
@@ -51,7 +52,7 @@ class ScalingData:
         cur = None
         if self.curves is not None:
             cur = self.curves[self.curves["family"].astype(str) == name].reset_index(drop=True)
-        return ScalingData(pts, cur, self.exact_flops, f"{self.source}[{name}]")
+        return ScalingData(pts, cur, self.exact_flops, f"{self.source}[{name}]", list(self.notes))
 
     def drop_highest_loss(self, k: int) -> ScalingData:
         """Without the k points of highest loss (as Besiroglu et al. 2024 drop 5)."""
@@ -123,6 +124,19 @@ def from_sweep_table(df: pd.DataFrame, source: str = "results") -> ScalingData:
         axis=1,
     )
     final = _as_bool(df["final"], source)
+    notes = []
+    if "family" in curves:
+        # Families without a parameter count (Kneser-Ney n-grams: N = 0, no FLOPs) have no N to scale.
+        n_final = curves.loc[final.values, ["family", "N"]]
+        none = sorted(str(f) for f, g in n_final.groupby("family") if (g["N"].fillna(0) <= 0).all())
+        if none:
+            notes.append(f"families {none} have no parameter count (e.g. n-gram models); left out of the fits")
+            keep = ~curves["family"].astype(str).isin(none).values
+            curves, final = curves[keep], final[keep]
+    no_c = ~(curves["C"] > 0).values & (curves["N"] > 0).values & (curves["D"] > 0).values
+    if no_c.any():
+        curves.loc[no_c, "C"] = 6.0 * curves.loc[no_c, "N"] * curves.loc[no_c, "D"]
+        notes.append(f"{int(no_c.sum())} rows without FLOPs: C = 6 N D there")
     points = curves[final.values]
     if points.empty:
         raise DataError(f"{source}: no rows with final == True")
@@ -130,7 +144,7 @@ def from_sweep_table(df: pd.DataFrame, source: str = "results") -> ScalingData:
     points = points.reset_index(drop=True)
     curves = curves[np.isfinite(curves[["N", "D", "loss", "C"]]).all(axis=1)]
     curves = curves[(curves[["N", "D", "loss", "C"]] > 0).all(axis=1)].reset_index(drop=True)
-    return ScalingData(points[_order(points)], curves[_order(curves)], True, source)
+    return ScalingData(points[_order(points)], curves[_order(curves)], True, source, notes)
 
 
 def _as_bool(col: pd.Series, source: str) -> pd.Series:

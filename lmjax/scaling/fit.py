@@ -38,8 +38,8 @@ class FitResult:
     weights: np.ndarray
     delta: float = DELTA
     starts: np.ndarray | None = None  # (S, P) initial grid, fit space
-    final_theta: np.ndarray | None = None  # (S, P) after the search (unpolished rows: stage 1)
-    final_objective: np.ndarray | None = None  # (S,)
+    final_theta: np.ndarray | None = None  # (S, P) each start's last iterate (from its last stage)
+    final_objective: np.ndarray | None = None  # (S,) objective there (float32 for early-dropped starts)
     n_evals: int = 0
 
     @property

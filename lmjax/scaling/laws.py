@@ -72,11 +72,6 @@ class Law:
         if missing:
             raise ConfigError(f"law {self.name!r}: no starting grid for parameter(s) {missing}")
 
-    @property
-    def natural_names(self) -> tuple[str, ...]:
-        probe = {p: np.float64(0.5) for p in self.params}
-        return tuple(self.natural(probe).keys())
-
     def grid_points(self, grid: Mapping[str, Sequence[float]] | None = None) -> np.ndarray:
         """All starting points (S, P) of the Cartesian grid, in `params` order."""
         g = dict(self.grid)

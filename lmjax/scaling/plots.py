@@ -14,8 +14,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.colors import LogNorm
 from matplotlib.figure import Figure
-from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+from matplotlib.ticker import FuncFormatter, LogLocator, NullLocator
 
+from lmjax.errors import DataError
 from lmjax.scaling.approaches import Allocation, IsoFlopProfile, envelope, parametric
 from lmjax.scaling.bootstrap import Bootstrap
 from lmjax.scaling.extrapolation import model_sizes
@@ -77,7 +78,7 @@ def _log_loss_axis(ax):
     ax.set_yscale("log")
     ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0)))
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.yaxis.set_minor_formatter(NullFormatter())
+    ax.yaxis.set_minor_locator(NullLocator())
 
 
 def _colorbar(fig, ax, norm, label):
@@ -97,19 +98,27 @@ def _lognorm(v) -> LogNorm:
 
 def loss_curves(curves: pd.DataFrame, x: str = "C", *, frontier: bool = True, title: str = "") -> Figure:
     """Loss vs tokens (x="D") or FLOPs (x="C") per run, coloured by model size, on log axes;
-    with x="C" the compute frontier (lowest loss at each budget) is drawn dashed."""
-    fig, (ax,) = _figure()
+    with x="C" the compute frontier (lowest loss at each budget) is drawn dashed. x="both":
+    the two side by side."""
+    xs = ("D", "C") if x == "both" else (x,)
+    fig, axes = _figure(len(xs))
+    for ax, xi in zip(axes, xs):
+        _draw_curves(fig, ax, curves, xi, frontier, title if len(xs) == 1 else "")
+    return fig
+
+
+def _draw_curves(fig, ax, curves, x, frontier, title):
     norm = _lognorm(curves["N"])
     cmap = matplotlib.colormaps[CMAP]
     for _, g in curves.groupby("run", sort=False) if "run" in curves else [(None, curves)]:
         g = g.sort_values(x)
         ax.plot(g[x], g["loss"], color=cmap(norm(g["N"].iloc[0])), lw=1.2, alpha=0.85)
-    if frontier and x == "C" and "run" in curves and curves["run"].nunique() >= 1:
+    if frontier and x == "C" and "run" in curves:
         try:
             env = envelope(curves, min_runs=1)
             ax.plot(env.points["C"], env.points["loss"], "k--", lw=1.5, label="compute frontier")
             ax.legend(loc="upper right")
-        except Exception:  # a frontier needs two or more eval points per run; skip quietly
+        except DataError:  # a frontier needs two or more eval points per run
             pass
     ax.set_xscale("log")
     _log_axis(ax.xaxis)
@@ -118,7 +127,6 @@ def loss_curves(curves: pd.DataFrame, x: str = "C", *, frontier: bool = True, ti
     ax.set_ylabel("loss (nats/token)")
     ax.set_title(title or f"loss vs {'FLOPs' if x == 'C' else 'tokens'}")
     _colorbar(fig, ax, norm, "parameters N")
-    return fig
 
 
 # ------------------------------------------------------------------ fitted law slices
@@ -137,11 +145,19 @@ def _groups(v: np.ndarray, max_groups: int) -> tuple[np.ndarray, np.ndarray]:
 
 def law_slices(result: FitResult, x: str = "N", *, max_groups: int = 8, title: str = "") -> Figure:
     """Final loss vs N per data size (x="N") or vs D per model size (x="D"), with the fitted law
-    drawn at each group's representative value of the other variable."""
+    drawn at each group's representative value of the other variable. x="both": side by side.
+    A law of one input is drawn against it."""
     if len(result.law.inputs) == 1:
         return _law_1d(result, title)
+    xs = ("N", "D") if x == "both" else (x,)
+    fig, axes = _figure(len(xs))
+    for ax, xi in zip(axes, xs):
+        _draw_slices(fig, ax, result, xi, max_groups, title if len(xs) == 1 else "")
+    return fig
+
+
+def _draw_slices(fig, ax, result, x, max_groups, title):
     other = "D" if x == "N" else "N"
-    fig, (ax,) = _figure()
     xs, os_, loss = result.inputs[x], result.inputs[other], result.loss
     gid, reps = _groups(os_, max_groups)
     norm = _lognorm(reps)
@@ -159,7 +175,6 @@ def law_slices(result: FitResult, x: str = "N", *, max_groups: int = 8, title: s
     ax.set_ylabel("final loss")
     ax.set_title(title or f"{result.law.name}: loss vs {x} per {other}")
     _colorbar(fig, ax, norm, "tokens D" if other == "D" else "parameters N")
-    return fig
 
 
 def _law_1d(result: FitResult, title: str) -> Figure:

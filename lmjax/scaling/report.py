@@ -44,8 +44,9 @@ class Analysis:
             if derived:
                 out["derived"] = derived
         if self.allocations:
-            out["allocation"] = {k: {"a": float(np.mean(a.a)), "b": float(np.mean(a.b)), "a_se": _num(a.a_se),
-                                     "b_se": _num(a.b_se)} for k, a in self.allocations.items()}
+            out["allocation"] = {k: {"a": float(np.mean(a.a)), "b": float(np.mean(a.b)),
+                                     "a_se": _num(a.a_se), "b_se": _num(a.b_se)}
+                                 for k, a in self.allocations.items()}
         if self.extrapolation is not None:
             e = self.extrapolation
             out["extrapolation"] = {"n_threshold": e.n_threshold, "held_out": len(e.held_out),
@@ -63,7 +64,8 @@ class Analysis:
         summ = self.boot.summary() if self.boot is not None else {}
         if summ:
             lvl = f"{self.boot.level:.0%}"
-            lines.append(f"  {'param':>8} {'value':>12} {'se':>10}   {lvl} interval ({self.boot.n} bootstrap resamples)")
+            lines.append(f"  {'param':>8} {'value':>12} {'se':>10}   {lvl} interval "
+                         f"({self.boot.n} bootstrap resamples)")
         for name, value in f.params.items():
             if name in summ:
                 s = summ[name]
@@ -72,7 +74,8 @@ class Analysis:
                 lines.append(f"  {name:>8} {value:12.6g}")
         for name, s in summ.items():
             if name not in f.params:
-                lines.append(f"  {name:>8} {s['value']:12.6g} {s['se']:10.4g}   ({s['lo']:.6g}, {s['hi']:.6g})  [derived]")
+                lines.append(f"  {name:>8} {s['value']:12.6g} {s['se']:10.4g}   ({s['lo']:.6g}, {s['hi']:.6g})"
+                             "  [derived]")
         if "parametric" in self.allocations:
             Cmax = float(np.max(self.k * f.inputs["N"] * f.inputs["D"]))
             tab = allocation_table(f.params, [Cmax, 10 * Cmax], k=self.k)
@@ -149,13 +152,11 @@ def _plots(a: Analysis, data: ScalingData, out_dir, prefix: str) -> list[str]:
         paths.extend(plots.save(fig, out_dir, prefix + name))
 
     if data.curves is not None and "run" in data.curves:
-        save(plots.loss_curves(data.curves, "D"), "loss_vs_tokens")
-        save(plots.loss_curves(data.curves, "C"), "loss_vs_flops")
+        save(plots.loss_curves(data.curves, "both"), "loss_curves")  # vs tokens | vs FLOPs + frontier
     if len(a.fit.law.inputs) == 1:
         save(plots.law_slices(a.fit), f"loss_vs_{a.fit.law.inputs[0]}")
     elif set(a.fit.law.inputs) == {"N", "D"}:
-        save(plots.law_slices(a.fit, "N"), "loss_vs_N")
-        save(plots.law_slices(a.fit, "D"), "loss_vs_D")
+        save(plots.law_slices(a.fit, "both"), "loss_vs_N_and_D")  # per data size | per model size
     save(plots.residuals(a.fit), "residuals")
     if a.profiles:
         save(plots.isoflop_profiles(a.profiles), "isoflop")
@@ -169,11 +170,15 @@ def report(sweep_dir: str | os.PathLike, out_dir: str | os.PathLike, *, n_boot: 
     """Fit Chinchilla's law per family (plus approaches 1-2 and the extrapolation check where
     the data supports them), write the plots into out_dir, and return a readable summary.
     The summary is also written to out_dir/scaling_report.txt."""
+    from lmjax.jax_setup import setup_jax
+
+    setup_jax()  # persistent compilation cache: later reports compile nothing
     data = load(sweep_dir)
     os.makedirs(out_dir, exist_ok=True)
     families = data.families or [None]
     parts = [f"Scaling report for {data.source} ({len(data.points)} final points"
-             + (f", families {', '.join(families)})" if families != [None] else ")")]
+             + (f", families {', '.join(families)})" if families != [None] else ")")
+             + "".join(f"\nnote: {n}" for n in data.notes)]
     fits = {}
     for fam in families:
         d = data.family(fam) if fam is not None else data

@@ -6,9 +6,10 @@ Huber_delta(r) = r^2/2 for |r| <= delta, delta (|r| - delta/2) otherwise (scipy.
 as in Hoffmann et al. 2022 and Besiroglu et al. 2024). Gradients are exact (jax.grad).
 
 Compiled shapes are bucketed so that one process compiles a handful of programs, whatever the
-number of points or starts: points are padded with zero weight to 64, 256, 1024, ..., problems
-run in fixed-size chunks (256 in float32, 64 in float64; fewer problems: the next power of 2). With the persistent compilation cache
-(lmjax.jax_setup.setup_jax) a second process compiles nothing.
+number of points or starts: points are padded with zero weight to 64, 256, 1024, ...; problems
+run in fixed-size chunks (256 in float32, 64 in float64; fewer problems: the next power of 2).
+With the persistent compilation cache (lmjax.jax_setup.setup_jax) a second process compiles
+nothing.
 
 Precision: everything runs inside `jax.enable_x64(True)`, a thread-local context, so the rest of
 the process keeps JAX's default dtypes. Exploration stages may run in float32 (4-5x cheaper on
@@ -36,7 +37,7 @@ TOL = {np.dtype(np.float32): (1e-6, 0.0), np.dtype(np.float64): (1e-13, 0.0)}  #
 # alive in each group, the best ones so far; they continue with a fresh L-BFGS memory.
 Stage = tuple[float | int, int, str]
 FIT_SCHEDULE: tuple[Stage, ...] = ((1.0, 40, "float32"), (256, 200, "float32"), (64, 3000, "float64"))
-BOOT_SCHEDULE: tuple[Stage, ...] = ((1.0, 150, "float32"), (1, 3000, "float64"))
+BOOT_SCHEDULE: tuple[Stage, ...] = ((1.0, 80, "float32"), (1, 3000, "float64"))
 
 
 def huber(r, delta):
@@ -79,12 +80,15 @@ def solve(law: Law, theta0_SP, x: Mapping, y, w_SN, *, delta=DELTA, max_iter=100
     theta0_SP = np.asarray(theta0_SP, np.float64)
     S, N = theta0_SP.shape[0], len(y)
     w_SN = np.broadcast_to(np.asarray(w_SN, np.float64), (S, N))
-    # Pad points to a bucket (zero weight, harmless values) and problems to whole chunks.
+    # Pad points to a bucket with zero-weight copies of the first point (finite wherever the real
+    # points are, so no NaN can leak into the sums) and problems to whole chunks.
     n_pad = _bucket(N, 64, 4)  # 64, 256, 1024, ...: few programs; zero-weight padding is cheap
     chunk = min(CHUNK[dtype], _bucket(S))
     s_pad = -(-S // chunk) * chunk
-    xp = {k: np.concatenate([np.asarray(v, np.float64), np.ones(n_pad - N)]) for k, v in x.items()}
-    ly = np.concatenate([np.log(np.asarray(y, np.float64)), np.zeros(n_pad - N)])
+    pad = np.zeros(n_pad - N, np.int64)
+    xp = {k: np.concatenate([np.asarray(v, np.float64), np.asarray(v, np.float64)[pad]]) for k, v in x.items()}
+    ly = np.log(np.asarray(y, np.float64))
+    ly = np.concatenate([ly, ly[pad]])
     wp = np.zeros((s_pad, n_pad))
     wp[:S, :N] = w_SN
     th = np.concatenate([theta0_SP, np.repeat(theta0_SP[:1], s_pad - S, axis=0)])
@@ -120,9 +124,10 @@ def search(
     """Staged multi-start search for G independent problems (e.g. bootstrap resamples), each
     with K starts and its own point weights w_GN[g].
 
-    Returns (theta_GKP, f_GK, best_GP... as index, evaluations): theta_GKP / f_GK hold every
-    start's last iterate and objective (from the last stage it took part in); best_G indexes
-    the best start of each group.
+    Returns (theta_GKP, f_GK, best_G, evaluations): every start's last iterate and objective
+    (from the last stage it took part in), the index of each group's best start among those
+    that finished the last stage, and the number of objective evaluations of the slowest
+    problem summed over stages.
     """
     theta = np.array(theta0_GKP, np.float64)
     G, K, P = theta.shape
