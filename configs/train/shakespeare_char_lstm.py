@@ -1,6 +1,6 @@
 """LSTM on characters of Tiny Shakespeare with the Transformer baseline's data, batch and step budget.
 
-2 layers of 216 units (d_embed 216, tied softmax; about 0.78M parameters for the LSTM), context
+2 layers of 216 units (d_embed 216, untied softmax; 0.78M parameters for the LSTM), context
 64, batch 12, 2000 steps, AdamW with peak lr 2e-3, 100 warmup steps, cosine to 1e-4.
 """
 
@@ -12,7 +12,7 @@ def get_config() -> Config:
     return Config(
         name="shakespeare_char_lstm",
         model=RecurrentConfig(family="lstm", context=64, d_embed=216, d_hidden=216, n_layers=2, dropout=0.0,
-                              tied_embeddings=True),
+                              tied_embeddings=False),
         data=DataConfig(source="shakespeare", tokenizer="char"),
         optim=OptimConfig(lr=2e-3, schedule="cosine", warmup_steps=100, decay_steps=2000, min_lr=1e-4,
                           b1=0.9, b2=0.99, weight_decay=0.1, clip_norm=1.0),

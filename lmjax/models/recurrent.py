@@ -36,7 +36,8 @@ Decisions:
   ``initial_carry``) is a tuple with one dict per layer, ``{"h": h_BH}`` (plus ``"c": c_BH`` for the
   LSTM), always float32. For truncated backprop through time across windows, pass
   ``jax.lax.stop_gradient(carry)``.
-- Initialization: the embedding table (and an untied head) ~ N(0, init_std^2); the cell kernels and
+- Initialization: an untied head (and a tied table) ~ N(0, init_std^2), an untied input table ~
+  N(0, embed_init_std^2) (1.0: inputs of unit scale, as PyTorch / Flax embeddings); the cell kernels and
   the projection ~ N(0, 1 / fan_in) (LeCun normal, a fan-in scale suits tanh/sigmoid cells); biases 0.
 - Logical axes: the dimension a kernel contracts is ``embed`` (FSDP axis), the recurrent state
   dimension it produces is ``hidden``, the gate axis is None: W_in and W_rec (embed, None, hidden),
@@ -76,7 +77,8 @@ class RecurrentConfig:
     layer_norm: bool = False  # LayerNorm on each layer's output
     d_proj: int = 0  # > 0: linear projection H -> d_proj before the softmax
     tied_embeddings: bool = True
-    init_std: float = 0.02  # embedding table and untied head; cell kernels use 1/sqrt(fan_in)
+    init_std: float = 0.02  # untied head, and the embedding table when tied; cell kernels use 1/sqrt(fan_in)
+    embed_init_std: float = 1.0  # an untied input embedding table (as PyTorch / Flax embeddings)
     dtype: str = "float32"  # compute dtype of the matmuls; parameters, state and logits stay float32
     scan_unroll: int = 1  # jax.lax.scan unroll; >= context unrolls the window fully
 
@@ -110,8 +112,8 @@ class RecurrentConfig:
         if self.tied_embeddings and self.d_proj > 0 and self.d_proj != self.d_embed:
             raise ConfigError(f"tied embeddings need model.d_proj == model.d_embed (or d_proj=0), "
                               f"got d_proj={self.d_proj}, d_embed={self.d_embed}")
-        if not math.isfinite(self.forget_bias) or not self.init_std > 0:
-            raise ConfigError("model.forget_bias must be finite and model.init_std > 0")
+        if not math.isfinite(self.forget_bias) or not self.init_std > 0 or not self.embed_init_std > 0:
+            raise ConfigError("model.forget_bias must be finite and model.init_std, model.embed_init_std > 0")
         layers.dtype_of(self.dtype)
 
 
@@ -209,7 +211,8 @@ class RecurrentLM(nn.Module):
             carry = initial_carry(c, tokens_BT.shape[0])
         if len(carry) != c.n_layers:
             raise ConfigError(f"carry has {len(carry)} layers, the model has {c.n_layers}")
-        embed = Embed(c.vocab_size, c.d_embed, c.init_std, c.dtype, name="embed")
+        embed_std = c.init_std if c.tied_embeddings else c.embed_init_std
+        embed = Embed(c.vocab_size, c.d_embed, embed_std, c.dtype, name="embed")
         drop = nn.Dropout(c.dropout, deterministic=not train)
         x = constrain(embed(tokens_BT), ("batch", "length", "embed"))
         final = []
