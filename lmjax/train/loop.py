@@ -125,9 +125,11 @@ def train(cfg: config_lib.Config, workdir: str, *, force_new: bool = False, anno
     ckpt = Checkpointer(os.path.join(workdir, rundir.CHECKPOINTS), keep=cfg.train.keep_checkpoints)
 
     start = ckpt.latest_step()
-    if start is None:
+    if start is None:  # fresh, or killed before the first checkpoint completed: drop stale records
         state, start = steps.init(jax.random.key(cfg.train.seed)), 0
         wall_before = 0.0
+        if is_main:
+            truncate_metrics(workdir, 0)
     else:
         state = ckpt.restore(steps.abstract_state, steps.state_sharding, start)
         if is_main:
