@@ -8,8 +8,12 @@ import subprocess
 import sys
 
 import numpy as np
+import pytest
 
 from lmjax.logging import read_metrics
+
+# Minutes of compiles on 2 cores: part of `make test-slow` (issue 5's acceptance tests).
+pytestmark = pytest.mark.slow
 
 OVERRIDES = ["--config.model.d_model=32", "--config.model.n_layers=2", "--config.model.n_heads=2",
              "--config.model.context=32", "--config.train.batch_size=8", "--config.train.steps=10",

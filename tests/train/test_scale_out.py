@@ -14,6 +14,9 @@ from lmjax.train.checkpoint import Checkpointer
 from lmjax.train.optim import make_optimizer
 from lmjax.train.step import make_steps
 
+# Minutes of compiles on 2 cores: part of `make test-slow` (issue 5's acceptance tests).
+pytestmark = pytest.mark.slow
+
 TOKENS = np.random.default_rng(0).integers(0, 256, 50_000).astype(np.int32)
 TOKENS[1::2] = (TOKENS[::2][: len(TOKENS[1::2])] * 7 + 3) % 256  # learnable structure
 
