@@ -79,7 +79,7 @@ def torch_step_seconds(steps: int) -> float | None:
             for blk in self.blocks:
                 x = blk(x)
             logits = self.norm(x) @ self.wte.weight.T
-            return tnn.functional.cross_entropy(logits.view(-1, V), targets.view(-1))
+            return tnn.functional.cross_entropy(logits.reshape(-1, V), targets.reshape(-1))
 
     model = GPT()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.99), weight_decay=0.1)
