@@ -229,3 +229,19 @@ def test_bfloat16_compute_keeps_float32_params_and_logits():
     assert logits.dtype == jnp.float32
     ref = Transformer(dataclasses.replace(cfg, dtype="float32")).apply({"params": p}, w[:, :-1])
     assert np.abs(np.asarray(logits) - np.asarray(ref)).max() < 0.05  # bf16 rounding only
+
+
+def test_transformer_ladder_spans_1e4_to_1e7_geometrically():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("ladder_transformer", "configs/models/transformer.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    configs = module.ladder()
+    sizes = [models.param_counts(c)["non_embedding"] for c in configs]
+    for c in configs:
+        c.validate()
+    assert all(a < b for a, b in zip(sizes, sizes[1:])), sizes
+    assert 0.5e4 <= sizes[0] <= 2e4 and 0.5e7 <= sizes[-1] <= 2e7, sizes
+    ratios = [b / a for a, b in zip(sizes, sizes[1:])]
+    assert max(ratios) / min(ratios) < 2, ratios
