@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from nbclient import NotebookClient
 
-from lmjax import viz
+from lmjax import metrics, viz
 from lmjax.errors import ConfigError
 from lmjax.generate import ModelBundle
 from lmjax.models.transformer import Transformer, TransformerConfig
@@ -25,7 +25,7 @@ def test_tempered_probs_and_entropy_fall_with_temperature():
     np.testing.assert_allclose(probs.sum(-1), 1.0, rtol=1e-6)
     ref = np.exp(LOGITS / 0.5) / np.exp(LOGITS / 0.5).sum()
     np.testing.assert_allclose(probs[3], ref, rtol=1e-5)
-    assert np.all(np.diff(viz._entropy(probs)) < 0)
+    assert np.all(np.diff(metrics.entropy(probs)) < 0)
 
 
 def test_temperature_plot(tmp_path):
