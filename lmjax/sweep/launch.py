@@ -86,25 +86,40 @@ def _launch_record(opts: LaunchOptions, sweep_file: str, n_points: int) -> dict:
     return d
 
 
-def make_tasks(points, sweep_dir: str, *, vmap: bool, vmap_max: int, retry_failed: bool) -> list[dict]:
-    """Tasks (largest first): a single run, or a group of runs that train together vmapped."""
+def make_tasks(points, sweep_dir: str, *, vmap, vmap_max: int, retry_failed: bool) -> list[dict]:
+    """Tasks (largest first): a single run, or a group of runs that train together vmapped.
+
+    vmap: True / False, or a function cfg -> bool choosing the runs that may be grouped.
+    """
     from lmjax.sweep import vmap_train
 
     cfgs = [p.config for p in points]
-    if vmap:
-        index_groups = vmap_train.groups(cfgs, vmap_max)
-    else:
-        index_groups = [[i] for i in range(len(cfgs))]
+    eligible = [i for i, c in enumerate(cfgs) if (vmap(c) if callable(vmap) else vmap)]
+    index_groups = [[eligible[i] for i in g] for g in vmap_train.groups([cfgs[i] for i in eligible], vmap_max)]
+    index_groups += [[i] for i in range(len(cfgs)) if i not in set(eligible)]
     tasks = []
     for idx in index_groups:
         cost = sum(_cost(cfgs[i]) for i in idx) / (len(idx) ** 0.5)
         tasks.append({"dirs": [store.run_dir(sweep_dir, cfgs[i].name) for i in idx],
-                      "vmap": len(idx) > 1, "retry_failed": retry_failed, "cost": cost})
+                      "vmap": len(idx) > 1, "retry_failed": retry_failed, "cost": cost,
+                      "shape": _shape_key(cfgs[idx[0]])})
     tasks.sort(key=lambda t: -t["cost"])
     for i, t in enumerate(tasks):
         t["id"] = i
         t.pop("cost")
     return tasks
+
+
+def _shape_key(cfg) -> str:
+    """Runs with equal keys share their init and eval programs (same model, batch and eval shapes)."""
+    import hashlib
+    import json
+
+    from lmjax import config as config_lib
+
+    d = config_lib.to_dict(cfg)
+    key = [d["model"], d["train"]["batch_size"], d["train"]["eval_batch_size"], d["mesh"], d["data"]]
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def _cost(cfg) -> float:

@@ -23,7 +23,6 @@ import json
 import os
 import queue
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -200,8 +199,9 @@ def run(sweep_dir: str, tasks: list[dict], opts: LocalOptions, report) -> list[d
                 if any(r["status"] in ("preempted", "pending") for r in msg["results"]):
                     w.close()
                     continue
-            if pending:
-                w.send(pending.pop(0))
+            task = _next_task(pending, w, workers)
+            if task is not None:
+                w.send(task)
             else:
                 w.close()
     except KeyboardInterrupt:
@@ -230,6 +230,21 @@ def run(sweep_dir: str, tasks: list[dict], opts: LocalOptions, report) -> list[d
     return results
 
 
+def _next_task(pending: list[dict], w: "_Worker", workers: list) -> dict | None:
+    """The next task for worker w: one with the model shape it just compiled (its init and eval
+    programs come from the compilation cache), else the largest whose shape no other worker is on."""
+    if not pending:
+        return None
+    last = getattr(w, "last_shape", None)
+    busy = {getattr(o, "last_shape", None) for o in workers if o is not w and o.task is not None}
+    pick = next((t for t in pending if last is not None and t.get("shape") == last), None)
+    if pick is None:
+        pick = next((t for t in pending if t.get("shape") not in busy), pending[0])
+    pending.remove(pick)
+    w.last_shape = pick.get("shape")
+    return pick
+
+
 def _died(w: _Worker, code: int, report) -> list[dict]:
     """Results for a task whose worker process ended without answering (crash, OOM kill)."""
     out = []
@@ -248,6 +263,3 @@ def _died(w: _Worker, code: int, report) -> list[dict]:
         report(r, kind="result")
     return out
 
-
-def which(cmd: str) -> str | None:
-    return shutil.which(cmd)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import os
 import shlex
 import sys
@@ -55,6 +56,29 @@ class SlurmOptions:
         return p
 
 
+def import_submitit():
+    """Import submitit without its logging.config.dictConfig, which closes every handler already
+    configured in this process (absl's included, and with it the stream it writes to)."""
+    if "submitit" not in sys.modules:
+        old = os.environ.get("SUBMITIT_LOG_LEVEL")
+        os.environ["SUBMITIT_LOG_LEVEL"] = "NOCONFIG"
+        try:
+            import submitit  # noqa: F401
+        finally:
+            if old is None:
+                os.environ.pop("SUBMITIT_LOG_LEVEL", None)
+            else:
+                os.environ["SUBMITIT_LOG_LEVEL"] = old
+        log = logging.getLogger("submitit")
+        if not log.handlers:
+            handler = logging.StreamHandler()
+            handler.setLevel(logging.WARNING)
+            log.addHandler(handler)
+    import submitit
+
+    return submitit
+
+
 def sbatch_parameters(opts: SlurmOptions, name: str) -> dict:
     """The same settings in submitit's sbatch vocabulary (for the dry run)."""
     p = {"job_name": name, "time": opts.time_min, "nodes": opts.nodes, "ntasks_per_node": 1,
@@ -79,6 +103,7 @@ def _folder(sweep_dir: str) -> str:
 
 def dry_run(sweep_dir: str, name: str, tasks: list[dict], opts: SlurmOptions, report) -> dict:
     """Write DIR/slurm/dry-run/{array.sbatch, tasks.json} and print them; submit nothing."""
+    import_submitit()
     from submitit.slurm.slurm import _make_sbatch_string
 
     folder = _folder(sweep_dir)
@@ -111,10 +136,9 @@ def _call_repr(task: dict, opts: SlurmOptions) -> str:
 
 
 def submit(sweep_dir: str, name: str, tasks: list[dict], opts: SlurmOptions, report) -> dict:
-    import submitit
-
     from lmjax.sweep import worker
 
+    submitit = import_submitit()
     executor = submitit.AutoExecutor(folder=_folder(sweep_dir), cluster=opts.cluster)
     params = opts.executor_parameters(name)
     if executor.cluster != "slurm":

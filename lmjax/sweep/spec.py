@@ -18,13 +18,15 @@ class Sweep:
     """A grid of runs and the sweep's own settings.
 
     name: the sweep's name (the wandb group of its runs; default: the sweep file's name).
-    vmap: train runs that differ only in seed / learning rate / unique data together (one
-    compiled, vmapped program per group; see lmjax.sweep.vmap_train).
+    vmap: train runs whose programs have the same shapes (differing in seed, learning-rate
+    schedule, steps or unique data) together, one compiled vmapped program per group (see
+    lmjax.sweep.vmap_train); True, False, or a function cfg -> bool choosing the runs that may be
+    grouped. `sweep launch --vmap / --no-vmap` overrides it.
     """
 
     points: list
     name: str = ""
-    vmap: bool = False
+    vmap: Any = False
     description: str = ""
 
 

@@ -70,7 +70,7 @@ def test_tpu_dry_run_writes_skypilot_tasks(tmp_path, capsys):
         assert task["file_mounts"]["/lmjax-sweep"] == {"source": "gs://my-bucket/sweeps/tp", "mode": "MOUNT"}
         for line in task["run"].strip().splitlines():
             assert line.startswith("python -m lmjax.sweep.worker --distributed tpu --root /lmjax-sweep ")
-            seen += line.split()[8:]
+            seen += line.split()[7:]
         assert "pip install" in task["setup"]
     assert sorted(seen) == names  # every run in exactly one job
     with pytest.raises(ConfigError):

@@ -80,7 +80,7 @@ def test_finalize_sets_names_groups_and_overrides(tmp_path, sweep_file):
 
 
 def test_invalid_points_are_reported_and_nothing_starts(tmp_path, sweep_file):
-    path = sweep_file(name="bad", widths=(16, 24), heads=3)  # 3 heads divide 24 but not 16
+    path = sweep_file(name="bad", widths=(16, 24), heads=3, lrs=(1e-3, 2e-3))  # 3 heads divide 24, not 16
     d = tmp_path / "sweepdir"
     with pytest.raises(InvalidGrid) as e:
         launch(path, str(d), LaunchOptions(backend="local"), report=lambda *a, **k: None)
@@ -93,7 +93,7 @@ def test_invalid_points_are_reported_and_nothing_starts(tmp_path, sweep_file):
 
 
 def test_validate_checks_devices_and_hooks(sweep_file):
-    pts = spec.finalize(spec.load_sweep(sweep_file(name="dev", batch=6)))
+    pts = spec.finalize(spec.load_sweep(sweep_file(name="dev", batch=6, lrs=(1e-3, 2e-3))))
     assert validate.check(pts, devices_per_run=1) == {}
     problems = validate.check(pts, devices_per_run=4)
     assert all("batch_size=6 is not divisible" in " ".join(v) for v in problems.values())
