@@ -24,7 +24,7 @@ C = 8
 
 def _bundle(cfg):
     model = models.build(cfg)
-    params = model.init(jax.random.key(0), jnp.zeros((1, cfg.context), jnp.int32))["params"]
+    params = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, cfg.context), jnp.int32))["params"]
     return ModelBundle(cfg, params=params, tokenizer=TOK)
 
 
@@ -118,7 +118,7 @@ def test_chain_rule_probabilities_sum_to_one(family):
     if family == "ngram":
         lp = b.ngram.window_logprobs(pairs)[:, -2:].sum(1)
     else:
-        logits = b.module.apply({"params": b.params}, jnp.asarray(pairs[:, :-1]))
+        logits = jax.jit(b.module.apply)({"params": b.params}, jnp.asarray(pairs[:, :-1]))
         logp = np.asarray(jax.nn.log_softmax(logits, -1), np.float64)
         lp = logp[np.arange(V * V), -2, x] + logp[np.arange(V * V), -1, y]
     assert np.exp(lp).sum() == pytest.approx(1.0, abs=1e-4)

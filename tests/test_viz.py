@@ -54,7 +54,7 @@ def test_truncation_plot_marks_the_kept_sets():
 
 def test_attention_weights_and_plot():
     cfg = TransformerConfig(vocab_size=11, context=8, d_model=16, n_layers=2, n_heads=2, scan_layers=True)
-    params = Transformer(cfg).init(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))["params"]
+    params = jax.jit(Transformer(cfg).init)(jax.random.key(0), jnp.zeros((1, 8), jnp.int32))["params"]
     bundle = ModelBundle(cfg, params=params)
     att = viz.attention_weights(bundle, [1, 2, 3, 4, 5])
     assert att.shape == (2, 2, 5, 5)
