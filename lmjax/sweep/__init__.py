@@ -14,7 +14,7 @@ _LAZY = {
     "Point": "lmjax.sweep.grid", "cartesian": "lmjax.sweep.grid", "isoflop": "lmjax.sweep.grid",
     "run_name": "lmjax.sweep.grid", "training_flops": "lmjax.sweep.grid", "warmup_and_evals": "lmjax.sweep.grid",
     "with_vocab": "lmjax.sweep.grid", "Sweep": "lmjax.sweep.spec", "load_sweep": "lmjax.sweep.spec",
-    "LaunchOptions": "lmjax.sweep.launch",
+    "LaunchOptions": "lmjax.sweep.launcher",
 }
 
 
@@ -25,15 +25,15 @@ def __getattr__(name):
 
 
 def launch(sweep, sweep_dir: str, opts=None, report=None) -> dict:
-    """Launch (or continue) a sweep (a sweep file path or a Sweep); see lmjax.sweep.launch."""
-    from lmjax.sweep.launch import launch as _launch
+    """Launch (or continue) a sweep (a sweep file path or a Sweep); see lmjax.sweep.launcher."""
+    from lmjax.sweep.launcher import launch as _launch
 
     return _launch(sweep, sweep_dir, opts, report)
 
 
 def collect(sweep_dir: str, **kwargs):
-    """Write DIR/results.csv and .parquet; returns the table (see lmjax.sweep.collect)."""
-    from lmjax.sweep.collect import collect as _collect
+    """Write DIR/results.csv and .parquet; returns the table (see lmjax.sweep.results)."""
+    from lmjax.sweep.results import collect as _collect
 
     return _collect(sweep_dir, **kwargs)
 
@@ -47,7 +47,7 @@ def quickstart(sweep_dir: str, *, workers: int = 0, report=None) -> str:
     import os
 
     from lmjax.sweep import quickstart_grid
-    from lmjax.sweep.launch import LaunchOptions
+    from lmjax.sweep.launcher import LaunchOptions
     from lmjax.sweep.local import LocalOptions
 
     launch(quickstart_grid.get_sweep(), sweep_dir,

@@ -82,7 +82,7 @@ def add_parser(subparsers) -> None:
 
 
 def cmd_launch(args) -> int:
-    from lmjax.sweep.launch import LaunchOptions, launch
+    from lmjax.sweep.launcher import LaunchOptions, launch
     from lmjax.sweep.local import LocalOptions
     from lmjax.sweep.slurm import SlurmOptions
     from lmjax.sweep.tpu import TpuOptions
@@ -121,7 +121,7 @@ def cmd_status(args) -> int:
 def cmd_collect(args) -> int:
     import os
 
-    from lmjax.sweep.collect import collect
+    from lmjax.sweep.results import collect
 
     df = collect(args.dir, include_failed=args.include_failed)
     n_runs = df["run"].nunique() if len(df) else 0

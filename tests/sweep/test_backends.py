@@ -12,7 +12,7 @@ import pytest
 from lmjax.cli import main as cli_main
 from lmjax.errors import ConfigError
 from lmjax.sweep import store, worker
-from lmjax.sweep.launch import LaunchOptions, launch
+from lmjax.sweep.launcher import LaunchOptions, launch
 from lmjax.sweep.slurm import SlurmOptions
 from lmjax.sweep.tpu import TpuOptions
 from sweep_helpers import write_sweep
@@ -87,7 +87,7 @@ def test_local_dry_run_prints_worker_commands(tmp_path, capsys):
 def test_slurm_backend_with_submitit_local_executor(tmp_path, monkeypatch):
     pytest.importorskip("submitit")
     monkeypatch.setenv("XLA_FLAGS", "--xla_force_host_platform_device_count=1")  # what the jobs inherit
-    path = write_sweep(tmp_path, name="sub", unique=(0, 40_000), steps=20)
+    path = write_sweep(tmp_path, name="sub", unique=(0, 40_000), steps=20)  # the same programs as test_local
     d = str(tmp_path / "sweep")
     opts = LaunchOptions(backend="slurm", slurm=SlurmOptions(cluster="local", wait=True, time_min=10))
     out = launch(path, d, opts, report=QUIET)
@@ -101,18 +101,16 @@ def test_slurm_backend_with_submitit_local_executor(tmp_path, monkeypatch):
 def test_lock_keeps_a_second_launcher_off_a_run(tmp_path):
     run = str(tmp_path / "run")
     os.makedirs(run)
-    holder = subprocess.Popen([sys.executable, "-c",
-                               "import sys, time; from lmjax.sweep.store import RunLock; "
-                               "assert RunLock(sys.argv[1]).acquire(); print('locked', flush=True); time.sleep(60)",
-                               run], stdout=subprocess.PIPE, text=True)
+    holder = subprocess.Popen([sys.executable, "-c",  # holds the lock as a worker does (flock on runs/<name>/.lock)
+                               "import fcntl, os, sys, time; fd = os.open(os.path.join(sys.argv[1], '.lock'), "
+                               "os.O_RDWR | os.O_CREAT); fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB); "
+                               "print('locked', flush=True); time.sleep(60)", run], stdout=subprocess.PIPE, text=True)
     try:
         assert holder.stdout.readline().strip() == "locked"
         assert store.is_locked(run) and store.run_state(run)["state"] == "running"
         assert not store.RunLock(run).acquire()
         results = worker.run_task([run])  # a second launcher's worker leaves the run alone
         assert [r["status"] for r in results] == ["busy"]
-        owner = json.load(open(os.path.join(run, store.OWNER)))
-        assert owner["pid"] == holder.pid
     finally:
         holder.kill()
         holder.wait()
@@ -122,4 +120,7 @@ def test_lock_keeps_a_second_launcher_off_a_run(tmp_path):
         time.sleep(0.05)
     lock = store.RunLock(run)
     assert lock.acquire()  # a dead holder's lock is free
+    owner = json.load(open(os.path.join(run, store.OWNER)))
+    assert owner["pid"] == os.getpid()
     lock.release()
+    assert not os.path.exists(os.path.join(run, store.OWNER))

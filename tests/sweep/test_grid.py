@@ -9,7 +9,7 @@ from lmjax.config import Config, TrainConfig
 from lmjax.models.recurrent import RecurrentConfig
 from lmjax.models.transformer import TransformerConfig
 from lmjax.sweep import cartesian, grid, isoflop, run_name, spec, validate
-from lmjax.sweep.launch import InvalidGrid, LaunchOptions, launch
+from lmjax.sweep.launcher import InvalidGrid, LaunchOptions, launch
 
 
 def base():
@@ -122,3 +122,15 @@ def test_training_flops_helper():
     cfg = dataclasses.replace(base(), model=dataclasses.replace(base().model, vocab_size=65),
                               train=dataclasses.replace(base().train, steps=10))
     assert grid.training_flops(cfg) == 10 * 8 * 32 * models.flops_per_token(cfg.model)
+
+
+def test_package_functions_are_not_shadowed_by_submodules():
+    import inspect
+
+    import lmjax.sweep as sweep
+    import lmjax.sweep.launcher  # noqa: F401
+    import lmjax.sweep.results  # noqa: F401
+    import lmjax.sweep.quickstart_grid  # noqa: F401
+
+    for name in ("launch", "collect", "quickstart"):
+        assert inspect.isfunction(getattr(sweep, name)), name

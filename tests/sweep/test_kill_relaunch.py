@@ -12,8 +12,8 @@ import pandas as pd
 
 from lmjax.logging import read_metrics
 from lmjax.sweep import store
-from lmjax.sweep.collect import collect
-from lmjax.sweep.launch import LaunchOptions, launch
+from lmjax.sweep.results import collect
+from lmjax.sweep.launcher import LaunchOptions, launch
 from lmjax.sweep.local import LocalOptions
 from sweep_helpers import ROOT, lmjax_cmd, one_device_env, write_sweep
 

@@ -11,8 +11,8 @@ import pytest
 from sweep_helpers import write_sweep
 from lmjax.cli import main as cli_main
 from lmjax.sweep import store
-from lmjax.sweep.collect import COLUMNS, collect
-from lmjax.sweep.launch import LaunchOptions, launch
+from lmjax.sweep.results import COLUMNS, collect
+from lmjax.sweep.launcher import LaunchOptions, launch
 from lmjax.sweep.local import LocalOptions
 
 BAD_LR = 1e4  # AdamW steps of size ~1e4: the parameters blow up and the loss becomes NaN
@@ -25,7 +25,7 @@ def swept(tmp_path_factory):
     path = write_sweep(tmp, name="fail", unique=(0, 50_000), steps=20, extra=[{"optim.lr": BAD_LR}])
     sweep_dir = str(tmp / "sweep")
     lines = []
-    out = launch(path, sweep_dir, LaunchOptions(backend="local", local=LocalOptions(workers=1)),
+    out = launch(path, sweep_dir, LaunchOptions(backend="local", local=LocalOptions(workers=2)),
                  report=lambda m, **k: lines.append(m))
     return path, sweep_dir, out, lines
 

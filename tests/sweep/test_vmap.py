@@ -10,7 +10,7 @@ import pytest
 
 from lmjax.logging import read_metrics
 from lmjax.sweep import spec, store, vmap_train
-from lmjax.sweep.launch import LaunchOptions, launch, make_tasks
+from lmjax.sweep.launcher import LaunchOptions, launch, make_tasks
 from lmjax.sweep.local import LocalOptions
 from sweep_helpers import write_sweep
 
@@ -24,7 +24,7 @@ def both(tmp_path_factory):
     path = write_sweep(tmp, name="vm", lrs=(1e-3, 2e-3), steps_axis=(20, 15), eval_every=5)
     quiet = lambda m, **k: None  # noqa: E731
     sep, vm = str(tmp / "separate"), str(tmp / "vmapped")
-    a = launch(path, sep, LaunchOptions(backend="local", vmap=False, local=LocalOptions(workers=2)), report=quiet)
+    a = launch(path, sep, LaunchOptions(backend="local", vmap=False, local=LocalOptions(workers=1)), report=quiet)
     b = launch(path, vm, LaunchOptions(backend="local", vmap=True, local=LocalOptions(workers=1)), report=quiet)
     assert a["tasks"] == 4 and b["tasks"] == 1  # the vmapped launch trained the 4 runs as one group
     assert a["states"]["done"] == b["states"]["done"] == 4
