@@ -9,9 +9,11 @@ Decisions:
 - Batched prompts of different lengths are right-padded to P and each row keeps its own length;
   positions stay absolute per row (the KV cache keeps a per-row index, see
   lmjax.models.transformer), so a row's tokens and logits do not depend on the other rows.
-- One jitted program per (family config, sampler settings, max_new_tokens, end token) and input
-  shape (B, P): the prefill, then a ``lax.while_loop`` that samples one token per step for every
-  row and stops at M tokens or when every row has produced ``end_token``. Rows that are done keep
+- One jitted program per (family config, max_new_tokens, end token, top-k, which of top-p /
+  min-p are on) and input shape (B, P): the prefill, then a ``lax.while_loop`` that samples one
+  token per step for every row and stops at M tokens or when every row has produced
+  ``end_token``. Temperature (0 included), top-p and min-p values are traced arguments, so
+  changing them compiles nothing. Rows that are done keep
   running in lockstep; their outputs are masked (-1 in ``tokens_BM``).
 - The first token of a prompt is only conditioned on: lmjax's models have no BOS token, so every
   prompt needs at least one token.
@@ -204,9 +206,23 @@ class SamplerSettings:
                 check(value)
         return self
 
-    def sample(self, key, logits_BV):
-        return sampling.sample(key, logits_BV, temperature=self.temperature, top_k=self.top_k,
-                               top_p=self.top_p, min_p=self.min_p)
+    @property
+    def static(self) -> tuple:
+        """What a compiled program depends on: top-k (an array shape) and which filters are on."""
+        return (self.top_k, self.top_p is not None and self.top_p != 1, self.min_p is not None and self.min_p != 0)
+
+    def knobs(self) -> tuple:
+        """The traced values: temperature (0 = greedy), top-p, min-p."""
+        return (np.float32(self.temperature), np.float32(1.0 if self.top_p is None else self.top_p),
+                np.float32(0.0 if self.min_p is None else self.min_p))
+
+
+def _sample(static: tuple, knobs, key, logits_BV):
+    """lmjax.sampling.sample with traced temperature / top-p / min-p (a temperature of 0 is greedy)."""
+    top_k, use_top_p, use_min_p = static
+    temperature, top_p, min_p = knobs
+    return sampling.sample(key, logits_BV, temperature=temperature, top_k=top_k,
+                           top_p=top_p if use_top_p else None, min_p=min_p if use_min_p else None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -235,11 +251,11 @@ class Generation:
 # The decode loop shared by the neural families.
 
 
-def _decode_loop(prefill, step, params, buffer_BN, lengths_B, key, *, max_new: int, sampler: SamplerSettings,
-                 end_token, return_logits: bool, vocab_size: int):
+def _decode_loop(prefill, step, sample, params, buffer_BN, lengths_B, key, *, max_new: int, end_token,
+                 return_logits: bool, vocab_size: int):
     """prefill(params, buffer_BN, lengths_B) -> (logits_BV, state);
     step(params, state, tok_B, buffer_BN, cur_B) -> (logits_BV, state), where tok_B (the last drawn
-    token, not yet fed) sits in buffer_BN at cur_B - 1.
+    token, not yet fed) sits in buffer_BN at cur_B - 1; sample(key, logits_BV) -> tok_B.
 
     One sampling site and one model step in the loop body (the step is skipped at i = 0, where the
     prefill's logits are used): each extra call site of the sampler or the PRNG costs compile time.
@@ -258,7 +274,7 @@ def _decode_loop(prefill, step, params, buffer_BN, lengths_B, key, *, max_new: i
         logits_BV, state = jax.lax.cond(
             i > 0, lambda s: step(params, s, buffer_BN[rows_B, cur_B - 1], buffer_BN, cur_B),
             lambda s: (logits_BV, s), state)
-        tok_B = sampler.sample(keys_M[i], logits_BV)
+        tok_B = sample(keys_M[i], logits_BV)
         active_B = ~done_B
         out_BM = out_BM.at[:, i].set(jnp.where(active_B, tok_B, -1))
         buffer_BN = buffer_BN.at[rows_B, cur_B].set(tok_B)
@@ -361,7 +377,7 @@ def _recurrent(model, cfg, prompt_len: int):
 
 
 @functools.lru_cache(maxsize=64)
-def _program(cfg, prompt_len: int, max_new: int, sampler: SamplerSettings, end_token, use_cache: bool,
+def _program(cfg, prompt_len: int, max_new: int, sampler_static: tuple, end_token, use_cache: bool,
              keep: int, return_logits: bool):
     """The jitted generation program for one configuration (jit then caches one per batch size)."""
     model = models.build(cfg)
@@ -378,8 +394,9 @@ def _program(cfg, prompt_len: int, max_new: int, sampler: SamplerSettings, end_t
     else:
         raise ConfigError(f"no jitted generation for family {family!r}")
 
-    def run(params, buffer_BN, lengths_B, key):
-        return _decode_loop(prefill, step, params, buffer_BN, lengths_B, key, max_new=max_new, sampler=sampler,
+    def run(params, buffer_BN, lengths_B, key, knobs):
+        sample = functools.partial(_sample, sampler_static, knobs)
+        return _decode_loop(prefill, step, sample, params, buffer_BN, lengths_B, key, max_new=max_new,
                             end_token=end_token, return_logits=return_logits, vocab_size=cfg.vocab_size)
 
     return jax.jit(run)
@@ -390,13 +407,13 @@ def _crop(ids: list[np.ndarray], n: int) -> list[np.ndarray]:
 
 
 @functools.lru_cache(maxsize=16)
-def _jitted_sampler(sampler: SamplerSettings):
-    return jax.jit(sampler.sample)
+def _jitted_sampler(sampler_static: tuple):
+    return jax.jit(functools.partial(_sample, sampler_static))
 
 
 def _ngram_generate(bundle, ids, max_new, key, sampler, end_token, return_logits):
     lm = bundle.ngram
-    draw = _jitted_sampler(sampler)
+    draw = functools.partial(_jitted_sampler(sampler.static), sampler.knobs())
     b = len(ids)
     rows = [list(p) for p in ids]
     out = np.full((b, max_new), -1, np.int32)
@@ -430,7 +447,8 @@ def generate(bundle: ModelBundle, prompts, max_new_tokens: int, key=0, *, temper
 
     prompts: a string (needs the bundle's tokenizer), a sequence of token ids, or a list of them.
     key: a jax PRNG key or an int seed. Sampler settings as in lmjax.sampling.sample
-    (temperature 0 = greedy). ``end_token``: a row stops after producing it. ``use_cache``
+    (temperature 0 = greedy); new temperature / top_p / min_p values reuse the compiled program,
+    a new top_k (or switching a filter on) compiles another. ``end_token``: a row stops after producing it. ``use_cache``
     (Transformer): False recomputes a ``context``-token window each step (the reference and the
     benchmark baseline). ``slide_keep`` (Transformer with cache): tokens kept when the window
     slides, 1..context-1 (default context - 1, exact sliding).
@@ -465,7 +483,7 @@ def generate(bundle: ModelBundle, prompts, max_new_tokens: int, key=0, *, temper
     buffer_BN = np.zeros((len(ids_in), p_len + max_new_tokens), np.int32)
     for b, p in enumerate(ids_in):
         buffer_BN[b, :len(p)] = p
-    program = _program(cfg, p_len, int(max_new_tokens), sampler, end_token, bool(use_cache), int(keep),
+    program = _program(cfg, p_len, int(max_new_tokens), sampler.static, end_token, bool(use_cache), int(keep),
                        bool(return_logits))
-    out, n, seen = jax.device_get(program(bundle.params, buffer_BN, lengths_B, key))
+    out, n, seen = jax.device_get(program(bundle.params, buffer_BN, lengths_B, key, sampler.knobs()))
     return Generation(np.asarray(out), np.asarray(n), ids, None if seen is None else np.asarray(seen))

@@ -2,6 +2,7 @@
 
 import dataclasses
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -25,10 +26,16 @@ def tf_cfg(**kw):
     return TransformerConfig(**{**base, **kw})
 
 
+def numpy_params(model, context, seed=0, std=0.3):
+    """Random N(0, std^2) parameters drawn on the host: no init program to compile (its PRNG is
+    most of a tiny model's compile time on CPU)."""
+    shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, context), jnp.int32))["params"]
+    rng = np.random.default_rng(seed)
+    return jax.tree.map(lambda a: rng.normal(0.0, std, a.shape).astype(np.float32), nn.meta.unbox(shapes))
+
+
 def bundle_for(cfg, seed=0):
-    model = models.build(cfg)
-    params = jax.jit(model.init)(jax.random.key(seed), jnp.zeros((1, cfg.context), jnp.int32))["params"]
-    return ModelBundle(cfg, params=params)
+    return ModelBundle(cfg, params=numpy_params(models.build(cfg), cfg.context, seed))
 
 
 _FULL = {}
@@ -51,8 +58,8 @@ def test_kv_cache_logits_equal_full_forward_every_step(cfg):
     """Ragged prefill (right-padded, per-row lengths) then one token per step: every step's logits
     equal the full forward pass at that position within 1e-5 (float32)."""
     model = Transformer(cfg)
-    params = jax.jit(model.init)(jax.random.key(0), jnp.zeros((1, cfg.context), jnp.int32))["params"]
-    tokens_BT = jax.random.randint(jax.random.key(1), (3, cfg.context), 0, V)
+    params = numpy_params(model, cfg.context)
+    tokens_BT = np.random.default_rng(1).integers(0, V, size=(3, cfg.context)).astype(np.int32)
     full_BTV = np.asarray(jax.jit(model.apply)({"params": params}, tokens_BT))
     lengths_B = jnp.array([3, 5, 1])
     prompt_BP = jnp.where(jnp.arange(5)[None] < lengths_B[:, None], tokens_BT[:, :5], 0)
@@ -119,6 +126,23 @@ def test_generation_logits_equal_full_forward(family):
     np.testing.assert_array_equal(same.tokens_BM, g.tokens_BM)
     other = generate(bundle, PROMPTS, 20, jax.random.key(4), temperature=1.0, return_logits=True)
     assert not np.array_equal(other.tokens_BM, g.tokens_BM)
+
+
+def test_recurrent_prefill_state_equals_the_full_scan():
+    """The carried state after a ragged prefill equals RecurrentLM's final carry on each unpadded row."""
+    bundle = family_bundle("lstm")
+    cfg = bundle.model_cfg
+    prefill, _ = gen_lib._recurrent(bundle.module, cfg, 5)
+    buffer_BN = np.zeros((3, 7), np.int32)
+    for b, p in enumerate(PROMPTS):
+        buffer_BN[b, :len(p)] = p
+    last_BV, carry = jax.jit(prefill)(bundle.params, buffer_BN, np.array([3, 1, 5], np.int32))
+    for b, p in enumerate(PROMPTS):
+        logits, ref = bundle.module.apply({"params": bundle.params}, jnp.asarray([p]), return_carry=True)
+        np.testing.assert_allclose(last_BV[b], logits[0, -1], atol=1e-5, rtol=0)
+        for layer, ref_layer in zip(carry, ref):
+            for name in ("h", "c"):
+                np.testing.assert_allclose(layer[name][b], ref_layer[name][0], atol=1e-5, rtol=0)
 
 
 def test_text_prompts_with_a_tokenizer():
@@ -189,15 +213,19 @@ def test_end_token_stops_rows_and_the_loop():
 
 
 def test_compiled_once_per_shape():
+    """One program per (B, P, M) and filter set: prompts, keys and temperatures (greedy included)
+    reuse it."""
     bundle = bundle_for(tf_cfg(context=8))
     generate(bundle, LONG_PROMPTS, 14, jax.random.key(0), return_logits=True)
     before = gen_lib._program.cache_info()
-    other = [[3] * 11, [2, 2], [1]]  # the same (B, P, M); other tokens, lengths and key
-    generate(bundle, other, 14, jax.random.key(1), return_logits=True)
+    other = [[3] * 11, [2, 2], [1]]  # the same (B, P, M); other tokens and lengths
+    greedy = generate(bundle, other, 14, jax.random.key(1), temperature=0, return_logits=True)
+    generate(bundle, other, 14, jax.random.key(2), temperature=0.7, return_logits=True)
     after = gen_lib._program.cache_info()
-    assert after.misses == before.misses and after.hits == before.hits + 1
-    program = gen_lib._program(bundle.model_cfg, 8, 14, gen_lib.SamplerSettings(), None, True, 7, True)
+    assert after.misses == before.misses and after.hits == before.hits + 2
+    program = gen_lib._program(bundle.model_cfg, 8, 14, (None, False, False), None, True, 7, True)  # P: cropped to 8
     assert program._cache_size() == 1
+    np.testing.assert_array_equal(greedy.tokens_BM, greedy.logits_BMV.argmax(-1))
 
 
 def test_first_token_follows_softmax_of_the_model():
