@@ -31,7 +31,6 @@ import hashlib
 import json
 import math
 import os
-import signal
 import time
 
 import flax.linen as nn
@@ -40,6 +39,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from lmjax.train.loop import Preemption
 from lmjax import config as config_lib, flops as flops_lib, models
 from lmjax.data import batches
 from lmjax.logging import RunLogger, read_metrics, truncate_metrics, wandb_mode
@@ -85,25 +85,6 @@ def groups(cfgs, max_size: int = 0) -> list[list[int]]:
         step = max_size or len(idx)
         out += [idx[j:j + step] for j in range(0, len(idx), step)]
     return out
-
-
-class _Preemption:
-    def __init__(self):
-        self.requested, self._old = False, None
-
-    def __enter__(self):
-        try:
-            self._old = signal.signal(signal.SIGTERM, self._handle)
-        except ValueError:
-            self._old = None
-        return self
-
-    def _handle(self, signum, frame):
-        self.requested = True
-
-    def __exit__(self, *exc):
-        if self._old is not None:
-            signal.signal(signal.SIGTERM, self._old)
 
 
 def _unit_lr_optimizer(optim, steps):
@@ -306,7 +287,7 @@ def train_group(cfgs, workdirs, *, announce=print) -> list[dict]:
             finish(runs.index(r), "done")
     status = "done"
     active_key, active_dev = None, None
-    with _Preemption() as preempt:
+    with Preemption() as preempt:
         while True:
             active = [r.summary is None for r in runs]
             if not any(active):

@@ -23,7 +23,7 @@ from lmjax.train.optim import make_optimizer
 from lmjax.train.step import make_steps
 
 
-class _Preemption:
+class Preemption:
     """SIGTERM sets a flag; the loop saves a checkpoint at the next step boundary and exits."""
 
     def __init__(self):
@@ -156,7 +156,7 @@ def train(cfg: config_lib.Config, workdir: str, *, force_new: bool = False, anno
     t_mark, step_mark, eval_time = t_start, start, 0.0
     last_eval, last_train_loss, status = None, None, "done"
     step = start
-    with _Preemption() as preempt:
+    with Preemption() as preempt:
         while step < cfg.train.steps:
             state, metrics = steps.train(state, batch_at(step))
             step += 1
