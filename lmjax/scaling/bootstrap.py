@@ -49,7 +49,8 @@ class Bootstrap:
 
     def se(self, quantity) -> float | np.ndarray:
         v = self.values(quantity)
-        return np.nanstd(v, axis=0, ddof=1)
+        with np.errstate(over="ignore", invalid="ignore"):  # unidentified parameters: se = inf
+            return np.nanstd(v, axis=0, ddof=1)
 
     def interval(self, quantity, level: float | None = None) -> tuple:
         """Percentile interval (lo, hi) at `level` (default self.level)."""

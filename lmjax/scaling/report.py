@@ -90,6 +90,16 @@ class Analysis:
         return "\n".join(lines)
 
 
+def _poorly_identified(boot: Bootstrap, ratio: float = 10.0) -> list[str]:
+    out = []
+    for name in boot.fit.params:
+        lo, hi = (abs(float(v)) for v in boot.interval(name))
+        se = float(boot.se(name))
+        if not np.isfinite(se) or not np.isfinite(hi) or hi > ratio * max(lo, np.finfo(float).tiny):
+            out.append(name)
+    return out
+
+
 def _num(v) -> float | None:
     v = float(np.mean(v))
     return v if np.isfinite(v) else None
@@ -124,6 +134,13 @@ def analyze(
     boot = bootstrap(result, n_boot, seed=seed, level=level) if n_boot > 0 else None
     k = flops_per_param_token(data.points, data.exact_flops)
     out = Analysis(name, result, boot, k)
+    if boot is not None:
+        loose = _poorly_identified(boot)
+        if loose:
+            out.notes.append(f"{', '.join(loose)} poorly identified by these points (the {boot.level:.0%} interval "
+                             "spans more than a factor of 10 or the standard error is infinite): read the "
+                             "law and its compute-optimal allocations with caution; more model or data sizes "
+                             "and longer runs narrow them")
     if approaches and law.name == "chinchilla":
         out.allocations["parametric"] = parametric(result.params, k=k)
         try:

@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from scaling_synth import grid_points
+from scaling_synth import TRUE, grid_points
 
 from lmjax.errors import ConfigError
 from lmjax.scaling import bootstrap, fit
@@ -79,3 +79,15 @@ def test_recovers_known_parameters_within_bootstrap_intervals(p, seed):
         assert lo <= true <= hi, (name, true, lo, hi)
     clean = grid_points(p, n_sizes=6, n_data=6, noise=0.0)
     assert np.max(np.abs(res.predict(clean) / clean["loss"] - 1)) < 0.02
+
+
+def test_poorly_identified_parameters_are_flagged():
+    """The report warns when the bootstrap cannot pin a parameter down: here three data sizes
+    within a factor of 4 and 2% noise leave E, B and beta loose, while N spans 300x (alpha)."""
+    from lmjax.scaling.report import _poorly_identified
+
+    good = fit("chinchilla", grid_points(noise=0.005))
+    assert _poorly_identified(bootstrap(good, 40, seed=0)) == []
+    narrow = fit("chinchilla", grid_points(TRUE, n_sizes=5, n_data=3, noise=0.02, d_range=(1e9, 4e9)))
+    loose = _poorly_identified(bootstrap(narrow, 40, seed=0))
+    assert {"E", "B", "beta"} <= set(loose) and "alpha" not in loose
