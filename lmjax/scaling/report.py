@@ -95,7 +95,8 @@ def _poorly_identified(boot: Bootstrap, ratio: float = 10.0) -> list[str]:
     for name in boot.fit.params:
         lo, hi = (abs(float(v)) for v in boot.interval(name))
         se = float(boot.se(name))
-        if not np.isfinite(se) or not np.isfinite(hi) or hi > ratio * max(lo, np.finfo(float).tiny):
+        at_zero = max(lo, hi) < 1e-8  # pinned to its bound: the data give it no gradient at all
+        if not np.isfinite(se) or not np.isfinite(hi) or hi > ratio * max(lo, np.finfo(float).tiny) or at_zero:
             out.append(name)
     return out
 
@@ -138,7 +139,7 @@ def analyze(
         loose = _poorly_identified(boot)
         if loose:
             out.notes.append(f"{', '.join(loose)} poorly identified by these points (the {boot.level:.0%} interval "
-                             "spans more than a factor of 10 or the standard error is infinite): read the "
+                             "spans more than a factor of 10, sits at 0, or the standard error is infinite): read the "
                              "law and its compute-optimal allocations with caution; more model or data sizes "
                              "and longer runs narrow them")
     if approaches and law.name == "chinchilla":
