@@ -63,6 +63,30 @@ def _clean(v):
     return v
 
 
+def _read_grid(workdir: str) -> dict | None:
+    from lmjax.train.rundir import GRID
+
+    try:
+        with open(os.path.join(workdir, GRID)) as f:
+            return json.load(f)
+    except (FileNotFoundError, json.JSONDecodeError):
+        return None
+
+
+def open_wandb(cfg, config_dict: dict, workdir: str):
+    """The wandb run of a run directory: id from its path (a resumed run continues it), the sweep's
+    group, and for a sweep run its grid coordinates under config["grid"] (to filter and group by)."""
+    import wandb
+
+    run_id = hashlib.sha256(os.path.abspath(workdir).encode()).hexdigest()[:12]
+    grid = _read_grid(workdir)
+    return wandb.init(project=cfg.log.wandb_project, group=cfg.log.wandb_group or None,
+                      name=cfg.name or os.path.basename(os.path.abspath(workdir)), id=run_id, resume="allow",
+                      dir=workdir, mode=wandb_mode(cfg.log.wandb),
+                      config={**config_dict, **({"grid": grid} if grid else {})},
+                      settings=wandb.Settings(silent=True, console="off"))
+
+
 class RunLogger:
     """Writes metrics.jsonl; mirrors to wandb and a tqdm bar when enabled (process 0 only)."""
 
@@ -76,13 +100,7 @@ class RunLogger:
             return
         mode = wandb_mode(cfg.log.wandb)
         if mode != "disabled":
-            import wandb
-
-            run_id = hashlib.sha256(os.path.abspath(workdir).encode()).hexdigest()[:12]
-            self.wandb = wandb.init(project=cfg.log.wandb_project, group=cfg.log.wandb_group or None,
-                                    name=cfg.name or os.path.basename(os.path.abspath(workdir)), id=run_id,
-                                    resume="allow", dir=workdir, mode=mode, config=config_dict,
-                                    settings=wandb.Settings(silent=True, console="off"))
+            self.wandb = open_wandb(cfg, config_dict, workdir)
         if cfg.log.progress and sys.stderr.isatty():
             from tqdm import tqdm
 

@@ -88,6 +88,9 @@ def record_sweep(sweep_dir: str, name: str, points, launch: dict) -> dict:
         cfg_dict = config_lib.to_dict(p.config)
         if read_json(os.path.join(d, LAUNCH_CONFIG)) != cfg_dict:
             write_json(os.path.join(d, LAUNCH_CONFIG), cfg_dict)
+        coords = _jsonable(dict(p.coords))
+        if read_json(os.path.join(d, rundir.GRID)) != coords:
+            write_json(os.path.join(d, rundir.GRID), coords)
     return data
 
 

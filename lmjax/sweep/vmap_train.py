@@ -42,7 +42,7 @@ import optax
 from lmjax.train.loop import Preemption
 from lmjax import config as config_lib, flops as flops_lib, models
 from lmjax.data import batches
-from lmjax.logging import RunLogger, read_metrics, truncate_metrics, wandb_mode
+from lmjax.logging import RunLogger, open_wandb, read_metrics, truncate_metrics, wandb_mode
 from lmjax.train import rundir
 from lmjax.train.checkpoint import Checkpointer
 from lmjax.train.loop import load_run_data, resolve
@@ -349,13 +349,7 @@ def train_group(cfgs, workdirs, *, announce=print) -> list[dict]:
 
 def replay_wandb(cfg, cfg_dict: dict, workdir: str, summary: dict) -> None:
     """Log a finished (vmapped) run's metrics.jsonl to wandb as if it had streamed them."""
-    import wandb
-
-    run_id = hashlib.sha256(os.path.abspath(workdir).encode()).hexdigest()[:12]
-    run = wandb.init(project=cfg.log.wandb_project, group=cfg.log.wandb_group or None,
-                     name=cfg.name or os.path.basename(os.path.abspath(workdir)), id=run_id, resume="allow",
-                     dir=workdir, mode=wandb_mode(cfg.log.wandb), config=cfg_dict,
-                     settings=wandb.Settings(silent=True, console="off"))
+    run = open_wandb(cfg, cfg_dict, workdir)
     for rec in read_metrics(workdir):
         run.log({k: v for k, v in rec.items() if k != "step" and isinstance(v, (int, float))}, step=rec["step"])
     for k, v in summary.items():

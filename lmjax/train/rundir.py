@@ -17,6 +17,7 @@ from lmjax.errors import RunDirError
 CONFIG = "config.json"
 SUMMARY = "summary.json"
 CHECKPOINTS = "checkpoints"
+GRID = "grid.json"  # a sweep run's grid coordinates (written by the sweep store, logged to wandb)
 
 
 def read_json(path: str):

@@ -134,3 +134,30 @@ def test_package_functions_are_not_shadowed_by_submodules():
 
     for name in ("launch", "collect", "quickstart"):
         assert inspect.isfunction(getattr(sweep, name)), name
+
+
+def test_wandb_runs_carry_the_sweep_group_and_grid_coordinates(tmp_path, sweep_file, monkeypatch):
+    """Each run directory holds its grid coordinates (grid.json); its wandb run (offline here, a real
+    wandb run object) has the sweep's group and the coordinates under config["grid"]."""
+    import json
+    import os
+
+    from lmjax import config as config_lib
+    from lmjax.logging import open_wandb
+    from lmjax.sweep import store
+    from lmjax.train import rundir
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    pts = spec.finalize(spec.load_sweep(sweep_file(name="grp", lrs=(1e-3, 2e-3))), {"log.wandb": "offline"})
+    d = str(tmp_path / "sw")
+    store.record_sweep(d, "grp", pts, {"backend": "local"})
+    p = pts[1]
+    wd = store.run_dir(d, p.config.name)
+    with open(os.path.join(wd, rundir.GRID)) as f:
+        assert json.load(f) == dict(p.coords) and p.coords["lr"] == 2e-3
+    run = open_wandb(p.config, config_lib.to_dict(p.config), wd)
+    try:
+        assert run.group == "grp" and run.config["grid"]["lr"] == 2e-3
+        assert run.config["grid"]["size"] == p.coords["size"] and run.config["optim"]["lr"] == 2e-3
+    finally:
+        run.finish()
