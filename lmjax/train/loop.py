@@ -23,19 +23,46 @@ from lmjax.train.optim import make_optimizer
 from lmjax.train.step import make_steps
 
 
+def _jax_preemption_service() -> bool:
+    try:  # not public API: without it, fall back to the per-process handler
+        from jax._src import distributed
+
+        return distributed.global_state.preemption_sync_manager is not None
+    except (ImportError, AttributeError):
+        return False
+
+
 class Preemption:
-    """SIGTERM sets a flag; the loop saves a checkpoint at the next step boundary and exits."""
+    """SIGTERM: the loop saves a checkpoint at a step boundary and exits cleanly.
+
+    One process: a Python SIGTERM handler sets `requested`. Several processes (jax.distributed):
+    JAX's preemption sync manager (started by jax.distributed.initialize) catches SIGTERM on any
+    host and the hosts agree on one step to stop at (reached_preemption_sync_point, called at every
+    step), so no host leaves the collective train step or the checkpoint barrier alone.
+    """
 
     def __init__(self):
         self.requested = False
         self._old = None
+        self._multihost = False
 
     def __enter__(self):
+        self._multihost = jax.process_count() > 1 and _jax_preemption_service()
+        if self._multihost:
+            return self  # a Python handler would replace JAX's SIGTERM notifier
         try:
             self._old = signal.signal(signal.SIGTERM, self._handle)
         except ValueError:  # not the main thread
             self._old = None
         return self
+
+    def reached(self, step: int) -> bool:
+        """Stop after `step`? Call at every step (on every process: it is a collective protocol)."""
+        if self._multihost:
+            from jax.experimental import multihost_utils
+
+            self.requested = multihost_utils.reached_preemption_sync_point(step)
+        return self.requested
 
     def _handle(self, signum, frame):
         self.requested = True
@@ -181,7 +208,7 @@ def train(cfg: config_lib.Config, workdir: str, *, force_new: bool = False, anno
             logger.advance(step)
             if cfg.train.checkpoint_every and step % cfg.train.checkpoint_every == 0:
                 ckpt.save(step, state)
-            if preempt.requested and step < cfg.train.steps:
+            if preempt.reached(step) and step < cfg.train.steps:
                 status = "preempted"
                 announce(f"{workdir}: SIGTERM received; saving a checkpoint at step {step} and exiting")
                 break
