@@ -11,6 +11,7 @@ import argparse
 import dataclasses
 import math
 import os
+import sys
 import time
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=1")
@@ -47,46 +48,19 @@ def lmjax_step_seconds(steps: int) -> float:
 def torch_step_seconds(steps: int) -> float | None:
     try:
         import torch
-        import torch.nn as tnn
     except ImportError:
         return None
     torch.manual_seed(0)
-    D, H, L = 128, 4, 4
+    sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                                    "experiments", "nanogpt_reference"))
+    from torch_reference import build_model  # the one PyTorch twin of the baby Transformer
 
-    class Block(tnn.Module):
-        def __init__(self):
-            super().__init__()
-            self.n1, self.n2 = tnn.LayerNorm(D, bias=False), tnn.LayerNorm(D, bias=False)
-            self.qkv, self.proj = tnn.Linear(D, 3 * D, bias=False), tnn.Linear(D, D, bias=False)
-            self.up, self.down = tnn.Linear(D, 4 * D, bias=False), tnn.Linear(4 * D, D, bias=False)
-
-        def forward(self, x):
-            q, k, v = self.qkv(self.n1(x)).split(D, dim=2)
-            q, k, v = (a.view(B, T, H, D // H).transpose(1, 2) for a in (q, k, v))
-            y = tnn.functional.scaled_dot_product_attention(q, k, v, is_causal=True)
-            x = x + self.proj(y.transpose(1, 2).reshape(B, T, D))
-            return x + self.down(tnn.functional.gelu(self.up(self.n2(x))))
-
-    class GPT(tnn.Module):
-        def __init__(self):
-            super().__init__()
-            self.wte, self.wpe = tnn.Embedding(V, D), tnn.Embedding(T, D)
-            self.blocks = tnn.ModuleList(Block() for _ in range(L))
-            self.norm = tnn.LayerNorm(D, bias=False)
-
-        def forward(self, idx, targets):
-            x = self.wte(idx) + self.wpe(torch.arange(T))
-            for blk in self.blocks:
-                x = blk(x)
-            logits = self.norm(x) @ self.wte.weight.T
-            return tnn.functional.cross_entropy(logits.reshape(-1, V), targets.reshape(-1))
-
-    model = GPT()
+    model = build_model(torch, V, 128, 4, 4, T)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3, betas=(0.9, 0.99), weight_decay=0.1)
     data = torch.randint(0, V, (B, T + 1))
 
     def step():
-        loss = model(data[:, :-1], data[:, 1:])
+        loss = model.per_token_loss(data[:, :-1], data[:, 1:]).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
