@@ -54,6 +54,10 @@ def cmd_train(args) -> int:
     summary = train(cfg, args.workdir, force_new=args.force_new, announce=lambda m: print(m, file=sys.stderr))
     keys = ("status", "steps", "final_val_loss", "final_val_bpb", "final_val_ppl", "params_total", "wall_s")
     print(json.dumps({k: summary.get(k) for k in keys}))
+    if summary.get("status") == "diverged":
+        print(f"lmjax: error: training diverged (train loss {summary.get('final_train_loss')} at step "
+              f"{summary.get('steps')}); lower optim.lr or set optim.clip_norm", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -83,7 +83,7 @@ def prepare(path: str, retry_failed: bool) -> str:
         if not retry_failed:
             return "failed"
         store.clear_failure(path)
-        if summary and summary.get("status") == "done":
+        if summary and summary.get("status") in ("done", "diverged"):
             _archive_attempt(path)
     elif summary and summary.get("status") == "done":
         return "done"
@@ -100,7 +100,7 @@ def _result(path: str, status: str, **extra) -> dict:
 def _finish(path: str, summary: dict, t0: float, is_main: bool = True) -> dict:
     from lmjax.sweep import store
 
-    if summary.get("status") != "done":
+    if summary.get("status") not in ("done", "diverged"):  # preempted: the next launch resumes it
         return _result(path, summary.get("status", "preempted"), step=summary.get("steps"))
     reason = store.non_finite_reason(summary, path)
     if reason:

@@ -196,6 +196,12 @@ def train(cfg: config_lib.Config, workdir: str, *, force_new: bool = False, anno
                 record.update(train_loss=last_train_loss, lr=float(m["lr"]), grad_norm=float(m["grad_norm"]),
                               tokens_per_s=tps, mfu=flops_lib.mfu(tps * fpt, peak, jax.device_count()))
                 t_mark, step_mark, eval_time = now, step, 0.0
+                if not math.isfinite(last_train_loss):  # diverged: stop now, keep the last good checkpoint
+                    status = "diverged"
+                    logger.log({**record, "tokens": step * tokens_per_step, "flops": step * tokens_per_step * fpt,
+                                "wall_s": wall_before + time.perf_counter() - t_start})
+                    announce(f"{workdir}: train loss {last_train_loss} at step {step}: the run diverged; stopping")
+                    break
             if (cfg.train.eval_every and step % cfg.train.eval_every == 0) or step == cfg.train.steps:
                 t0 = time.perf_counter()
                 last_eval = evaluate(steps, state.params, ds, cfg)
@@ -212,7 +218,8 @@ def train(cfg: config_lib.Config, workdir: str, *, force_new: bool = False, anno
                 status = "preempted"
                 announce(f"{workdir}: SIGTERM received; saving a checkpoint at step {step} and exiting")
                 break
-    ckpt.save(step, state, wait=True)
+    if status != "diverged":
+        ckpt.save(step, state, wait=True)
     ckpt.close()
     if last_train_loss is None and step > start:
         last_train_loss = float(jax.device_get(metrics)["train_loss"])

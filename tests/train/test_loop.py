@@ -111,3 +111,23 @@ def test_weight_decay_mask():
     assert m["layer_0"]["mlp"]["up"]["kernel"] and not m["layer_0"]["mlp"]["up"]["bias"]
     assert not m["layer_0"]["norm_attn"]["scale"] and not m["embed"]["embedding"] and not m["pos_embed"]
     assert decay_mask(params, decay_embeddings=True)["embed"]["embedding"]
+
+
+def test_diverging_run_stops_at_the_first_non_finite_log_and_exits_nonzero(tmp_path, capsys):
+    """lr 1e4 blows the parameters up: the run stops at the first logged non-finite loss (not after
+    all 200 steps), keeps only checkpoints from before, and the CLI prints one error line, exit 1."""
+    workdir = tmp_path / "run"
+    over = {**TINY, "train.steps": 200, "train.log_every": 5, "train.checkpoint_every": 100,
+            "train.eval_every": 0, "optim.lr": 1e4, "optim.clip_norm": 0.0,
+            "log.wandb": "disabled"}
+    rc = main(["train", "--config", "configs/train/shakespeare_char.py", "--workdir", str(workdir),
+               *[f"--config.{k}={v}".replace(" ", "") for k, v in over.items()]])
+    assert rc == 1
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("lmjax: error:")]
+    assert len(err) == 1 and "diverged" in err[0]
+    summary = json.load(open(workdir / "summary.json"))
+    assert summary["status"] == "diverged" and summary["steps"] < 100
+    assert not math.isfinite(summary["final_train_loss"])
+    assert not os.listdir(workdir / "checkpoints")  # nothing saved from the diverged state
+    records = [json.loads(line) for line in open(workdir / "metrics.jsonl")]
+    assert records[-1]["step"] == summary["steps"] and records[-1]["train_loss"] in ("nan", "inf", "-inf")
