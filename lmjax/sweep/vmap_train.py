@@ -47,7 +47,7 @@ from lmjax.train import rundir
 from lmjax.train.checkpoint import Checkpointer
 from lmjax.train.loop import load_run_data, resolve
 from lmjax.train.optim import make_optimizer
-from lmjax.train.step import TrainState, loss_sums
+from lmjax.train.step import TrainState, grads_and_loss, loss_sums
 
 # Fields that may differ between the runs of one group (everything else must be equal).
 VARYING = ("train.seed", "train.steps", "optim.lr", "optim.min_lr", "optim.warmup_steps", "optim.decay_steps",
@@ -113,30 +113,11 @@ def make_group_steps(model, cfg0):
         params = nn.meta.unbox(model.init({"params": rng, "dropout": rng}, dummy_BT, train=False)["params"])
         return TrainState(step=jnp.zeros((), jnp.int32), params=params, opt_state=tx.init(params))
 
-    def grads_and_loss(params, windows_BT1, rng):
-        def loss_fn(p, w):
-            total, count = loss_sums(model, p, w, train=True, rng=rng)
-            return total / count, count
-
-        if accum == 1:
-            (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, windows_BT1)
-            return loss, grads
-        micro = windows_BT1.reshape(accum, -1, windows_BT1.shape[-1])
-
-        def body(carry, w):
-            loss_acc, grads_acc = carry
-            (loss, _), g = jax.value_and_grad(loss_fn, has_aux=True)(params, w)
-            return (loss_acc + loss, jax.tree.map(jnp.add, grads_acc, g)), None
-
-        zeros = jax.tree.map(jnp.zeros_like, params)
-        (loss_sum, grads_sum), _ = jax.lax.scan(body, (jnp.zeros((), jnp.float32), zeros), micro)
-        return loss_sum / accum, jax.tree.map(lambda g: g / accum, grads_sum)
-
     def train_step(state, hp, windows_BT1, active):
         table = hp["lr_table"]
         lr = table[jnp.minimum(state.step, table.shape[0] - 1)]
         rng = jax.random.fold_in(hp["dropout_key"], state.step)
-        loss, grads = grads_and_loss(state.params, windows_BT1, rng)
+        loss, grads, _ = grads_and_loss(model, state.params, windows_BT1, rng, accum=accum)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         updates = jax.tree.map(lambda u: u * lr.astype(u.dtype), updates)  # (-direction) x lr
         params = optax.apply_updates(state.params, updates)

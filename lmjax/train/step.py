@@ -53,6 +53,35 @@ def loss_sums(model, params, windows_BT1, mask_BT=None, *, train=False, rng=None
     return sums if carry is None else (*sums, carry)
 
 
+def grads_and_loss(model, params, windows_BT1, rng, carry=None, accum: int = 1):
+    """(mean train loss, grads, new carry) of a batch, over `accum` equal microbatches.
+
+    ``carry`` (recurrent state, stateful runs) is threaded through and cut from the gradient
+    (truncated BPTT); it is not supported with accumulation.
+    """
+    def loss_fn(p, w):
+        if carry is None:
+            total, count = loss_sums(model, p, w, train=True, rng=rng)
+            return total / count, None
+        total, count, new_carry = loss_sums(model, p, w, train=True, rng=rng, carry=carry)
+        return total / count, jax.lax.stop_gradient(new_carry)  # truncated BPTT
+
+    if accum == 1:
+        (loss, new_carry), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, windows_BT1)
+        return loss, grads, new_carry
+    micro = windows_BT1.reshape(accum, -1, windows_BT1.shape[-1])
+
+    def body(acc, w):
+        loss_acc, grads_acc = acc
+        (loss, _), g = jax.value_and_grad(loss_fn, has_aux=True)(params, w)
+        return (loss_acc + loss, jax.tree.map(jnp.add, grads_acc, g)), None
+
+    zeros = jax.tree.map(jnp.zeros_like, params)
+    (loss_sum, grads_sum), _ = jax.lax.scan(body, (jnp.zeros((), jnp.float32), zeros), micro)
+    # equal-sized microbatches without padding: the token-weighted mean is the plain mean
+    return loss_sum / accum, jax.tree.map(lambda g: g / accum, grads_sum), None
+
+
 def is_stateful(cfg) -> bool:
     if not cfg.data.stateful:
         return False
@@ -130,32 +159,9 @@ def make_steps(model, tx, lr_schedule, cfg, mesh) -> Steps:
                 return fn(*args)
         return wrapped
 
-    def grads_and_loss(params, windows_BT1, rng, carry):
-        def loss_fn(p, w):
-            if carry is None:
-                total, count = loss_sums(model, p, w, train=True, rng=rng)
-                return total / count, None
-            total, count, new_carry = loss_sums(model, p, w, train=True, rng=rng, carry=carry)
-            return total / count, jax.lax.stop_gradient(new_carry)  # truncated BPTT
-
-        if accum == 1:
-            (loss, new_carry), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, windows_BT1)
-            return loss, grads, new_carry
-        micro = windows_BT1.reshape(accum, -1, windows_BT1.shape[-1])
-
-        def body(acc, w):
-            loss_acc, grads_acc = acc
-            (loss, _), g = jax.value_and_grad(loss_fn, has_aux=True)(params, w)
-            return (loss_acc + loss, jax.tree.map(jnp.add, grads_acc, g)), None
-
-        zeros = jax.tree.map(jnp.zeros_like, params)
-        (loss_sum, grads_sum), _ = jax.lax.scan(body, (jnp.zeros((), jnp.float32), zeros), micro)
-        # equal-sized microbatches without padding: the token-weighted mean is the plain mean
-        return loss_sum / accum, jax.tree.map(lambda g: g / accum, grads_sum), None
-
     def train_step(state: TrainState, windows_BT1):
         rng = jax.random.fold_in(base_dropout_key, state.step)
-        loss, grads, carry = grads_and_loss(state.params, windows_BT1, rng, state.carry)
+        loss, grads, carry = grads_and_loss(model, state.params, windows_BT1, rng, state.carry, accum)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         metrics = {"train_loss": loss, "grad_norm": optax.global_norm(grads), "lr": lr_schedule(state.step)}
