@@ -245,7 +245,8 @@ def train_group(cfgs, workdirs, *, announce=print) -> list[dict]:
 
     def finish(i: int, status: str) -> None:
         r = runs[i]
-        r.ckpt.save(r.step, _unstack(state, i), wait=True)
+        if status != "diverged":  # keep only checkpoints from before a divergence
+            r.ckpt.save(r.step, _unstack(state, i), wait=True)
         r.ckpt.close()
         summary = {
             "status": status, "family": r.cfg.model.family, "name": r.cfg.name, "steps": r.step,
@@ -311,7 +312,10 @@ def train_group(cfgs, workdirs, *, announce=print) -> list[dict]:
                     rec.update(tokens=r.step * tokens_per_step, flops=r.step * tokens_per_step * fpt,
                                wall_s=r.wall_before + time.perf_counter() - t_start)
                     r.logger.log(rec)
-                if r.step == r.cfg.train.steps:
+                if "train_loss" in rec and not math.isfinite(r.last_loss):  # this run stops; the others go on
+                    announce(f"{r.workdir}: train loss {r.last_loss} at step {r.step}: the run diverged; stopping")
+                    finish(i, "diverged")
+                elif r.step == r.cfg.train.steps:
                     finish(i, "done")
                 elif r.cfg.train.checkpoint_every and r.step % r.cfg.train.checkpoint_every == 0:
                     r.ckpt.save(r.step, _unstack(state, i))

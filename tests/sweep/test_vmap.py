@@ -90,3 +90,21 @@ def test_grouping(sweep_file):
     other = cfgs[0].__class__(**{**cfgs[0].__dict__,
                                  "optim": cfgs[0].optim.__class__(**{**cfgs[0].optim.__dict__, "b2": 0.95})})
     assert vmap_train.group_key(other) != vmap_train.group_key(cfgs[0])
+
+
+def test_a_diverging_run_leaves_its_vmapped_group_early(tmp_path):
+    """lr 1e4 diverges: that run stops at its first non-finite logged loss (failed, with the reason,
+    no checkpoint of the diverged state); the other run of the group trains to its end."""
+    path = write_sweep(tmp_path, name="vmdiv", lrs=(1e-3, 1e4), steps=20, eval_every=10, clip=0.0, vmap=True)
+    out = launch(path, str(tmp_path / "sw"), LaunchOptions(backend="local", local=LocalOptions(workers=1)),
+                 report=lambda m, **k: None)
+    assert out["tasks"] == 1 and out["states"]["done"] == 1 and out["states"]["failed"] == 1
+    for r in store.load_sweep_json(str(tmp_path / "sw"))["runs"]:
+        d = os.path.join(str(tmp_path / "sw"), r["dir"])
+        s = json.load(open(os.path.join(d, "summary.json")))
+        if r["config"]["optim"]["lr"] == 1e4:
+            assert s["status"] == "diverged" and s["steps"] < 20 and s["vmap_group"] == 2
+            assert "non-finite" in json.load(open(os.path.join(d, store.FAILED)))["reason"]
+            assert all(int(c) < s["steps"] for c in os.listdir(os.path.join(d, "checkpoints")))
+        else:
+            assert s["status"] == "done" and s["steps"] == 20
