@@ -269,6 +269,7 @@ def train_group(cfgs, workdirs, *, announce=print) -> list[dict]:
             finish(runs.index(r), "done")
     status = "done"
     active_key, active_dev = None, None
+    iteration = 0
     with Preemption() as preempt:
         while True:
             active = [r.summary is None for r in runs]
@@ -319,7 +320,8 @@ def train_group(cfgs, workdirs, *, announce=print) -> list[dict]:
                     finish(i, "done")
                 elif r.cfg.train.checkpoint_every and r.step % r.cfg.train.checkpoint_every == 0:
                     r.ckpt.save(r.step, _unstack(state, i))
-            if preempt.requested and any(r.summary is None for r in runs):
+            iteration += 1
+            if preempt.reached(iteration) and any(r.summary is None for r in runs):
                 status = "preempted"
                 announce(f"vmapped group of {n}: SIGTERM received; saving checkpoints and exiting")
                 break

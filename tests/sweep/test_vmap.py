@@ -108,3 +108,45 @@ def test_a_diverging_run_leaves_its_vmapped_group_early(tmp_path):
             assert all(int(c) < s["steps"] for c in os.listdir(os.path.join(d, "checkpoints")))
         else:
             assert s["status"] == "done" and s["steps"] == 20
+
+
+CHILD = """
+import sys
+from lmjax.sweep import spec, vmap_train
+pts = spec.finalize(spec.load_sweep(sys.argv[1]))
+vmap_train.train_group([p.config for p in pts], sys.argv[2:], announce=lambda m: None)
+"""
+
+
+def test_sigterm_preempts_a_vmapped_group_and_it_resumes_on_its_trajectory(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from sweep_helpers import ROOT, one_device_env
+
+    path = write_sweep(tmp_path, name="vmterm", lrs=(1e-3, 2e-3), steps=300, eval_every=0, ckpt=1000, vmap=True)
+    run = lambda dirs: [sys.executable, "-c", CHILD, path, *map(str, dirs)]  # noqa: E731
+    ref = [tmp_path / "ref0", tmp_path / "ref1"]
+    subprocess.run(run(ref), env=one_device_env(), cwd=ROOT, check=True, timeout=240)
+
+    dirs = [tmp_path / "a0", tmp_path / "a1"]
+    proc = subprocess.Popen(run(dirs), env=one_device_env(), cwd=ROOT)
+    deadline = time.time() + 200
+    while time.time() < deadline and not (
+            (dirs[0] / "metrics.jsonl").exists() and len(read_metrics(str(dirs[0]))) >= 3):
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=120) == 0
+    stopped = [json.load(open(d / "summary.json")) for d in dirs]
+    assert [s["status"] for s in stopped] == ["preempted"] * 2 and stopped[0]["steps"] == stopped[1]["steps"] < 300
+    assert os.listdir(dirs[0] / "checkpoints") == [str(stopped[0]["steps"])]
+
+    subprocess.run(run(dirs), env=one_device_env(), cwd=ROOT, check=True, timeout=240)
+    for d, r in zip(dirs, ref):
+        assert json.load(open(d / "summary.json"))["status"] == "done"
+        got, want = read_metrics(str(d)), read_metrics(str(r))
+        assert [g["step"] for g in got] == [w["step"] for w in want]
+        for g, w in zip(got, want):
+            assert abs(g["train_loss"] - w["train_loss"]) <= TOL
