@@ -161,3 +161,19 @@ def test_wandb_runs_carry_the_sweep_group_and_grid_coordinates(tmp_path, sweep_f
         assert run.config["grid"]["size"] == p.coords["size"] and run.config["optim"]["lr"] == 2e-3
     finally:
         run.finish()
+
+
+def test_isoflop_example_sweep_spends_each_budget():
+    """configs/sweeps/isoflop_transformer.py: every run's logged training FLOPs are within 2% of
+    its budget and every budget has at least 3 model sizes (an IsoFLOP profile needs them)."""
+    import runpy
+    from collections import Counter
+
+    sweep = runpy.run_path("configs/sweeps/isoflop_transformer.py")["get_sweep"]()
+    pts = spec.finalize(sweep)
+    assert validate.check(pts, devices_per_run=1) == {}
+    sizes = Counter(p.coords["budget"] for p in pts)
+    assert len(sizes) == 3 and min(sizes.values()) >= 3
+    for p in pts:
+        assert abs(grid.training_flops(p.config) - p.coords["budget"]) <= 0.02 * p.coords["budget"]
+        assert p.config.optim.decay_steps == p.config.train.steps  # each run decays to its own end
