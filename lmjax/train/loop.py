@@ -187,7 +187,7 @@ def train(cfg: config_lib.Config, workdir: str, *, force_new: bool = False, anno
         while step < cfg.train.steps:
             state, metrics = steps.train(state, batch_at(step))
             step += 1
-            record = {"step": step}
+            record, diverged = {"step": step}, False
             if step % cfg.train.log_every == 0 or step == cfg.train.steps:
                 m = jax.device_get(metrics)  # host sync only at log steps
                 now = time.perf_counter()
@@ -196,13 +196,9 @@ def train(cfg: config_lib.Config, workdir: str, *, force_new: bool = False, anno
                 record.update(train_loss=last_train_loss, lr=float(m["lr"]), grad_norm=float(m["grad_norm"]),
                               tokens_per_s=tps, mfu=flops_lib.mfu(tps * fpt, peak, jax.device_count()))
                 t_mark, step_mark, eval_time = now, step, 0.0
-                if not math.isfinite(last_train_loss):  # diverged: stop now, keep the last good checkpoint
-                    status = "diverged"
-                    logger.log({**record, "tokens": step * tokens_per_step, "flops": step * tokens_per_step * fpt,
-                                "wall_s": wall_before + time.perf_counter() - t_start})
-                    announce(f"{workdir}: train loss {last_train_loss} at step {step}: the run diverged; stopping")
-                    break
-            if (cfg.train.eval_every and step % cfg.train.eval_every == 0) or step == cfg.train.steps:
+                diverged = not math.isfinite(last_train_loss)
+            if not diverged and ((cfg.train.eval_every and step % cfg.train.eval_every == 0)
+                                 or step == cfg.train.steps):
                 t0 = time.perf_counter()
                 last_eval = evaluate(steps, state.params, ds, cfg)
                 eval_time += time.perf_counter() - t0
@@ -211,6 +207,10 @@ def train(cfg: config_lib.Config, workdir: str, *, force_new: bool = False, anno
                 record.update(tokens=step * tokens_per_step, flops=step * tokens_per_step * fpt,
                               wall_s=wall_before + time.perf_counter() - t_start)
                 logger.log(record)
+            if diverged:  # stop now; the last checkpoint is from before the divergence
+                status = "diverged"
+                announce(f"{workdir}: train loss {last_train_loss} at step {step}: the run diverged; stopping")
+                break
             logger.advance(step)
             if cfg.train.checkpoint_every and step % cfg.train.checkpoint_every == 0:
                 ckpt.save(step, state)
