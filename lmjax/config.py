@@ -235,12 +235,18 @@ def apply_overrides(cfg: Config, overrides: dict[str, Any]) -> Config:
     return cfg
 
 
-def load_config_file(path: str) -> Config:
+def load_python_file(path: str, kind: str):
+    """Import a Python file (a config or sweep file) as a fresh module; ``kind`` names it in errors."""
     if not os.path.isfile(path):
-        raise ConfigError(f"config file not found: {path}")
-    spec = importlib.util.spec_from_file_location(f"_lmjax_config_{abs(hash(path))}", path)
+        raise ConfigError(f"{kind} file not found: {path}")
+    spec = importlib.util.spec_from_file_location(f"_lmjax_{kind}_{abs(hash(os.path.abspath(path)))}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    return module
+
+
+def load_config_file(path: str) -> Config:
+    module = load_python_file(path, "config")
     if not hasattr(module, "get_config"):
         raise ConfigError(f"config file {path} defines no get_config()")
     cfg = module.get_config()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import importlib.util
 import os
 from typing import Any
 
@@ -43,11 +42,7 @@ def as_points(items) -> list[Point]:
 
 
 def load_sweep(path: str) -> Sweep:
-    if not os.path.isfile(path):
-        raise ConfigError(f"sweep file not found: {path}")
-    spec = importlib.util.spec_from_file_location(f"_lmjax_sweep_{abs(hash(os.path.abspath(path)))}", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = config_lib.load_python_file(path, "sweep")
     fn = getattr(module, "get_sweep", None) or getattr(module, "get_runs", None)
     if fn is None:
         raise ConfigError(f"sweep file {path} defines no get_sweep()")
