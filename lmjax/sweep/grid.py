@@ -116,6 +116,17 @@ def _set(cfg: Config, key: str, value) -> Config:
     return config_lib.override(cfg, key, value)
 
 
+def _with_seed_and_lr(cfg: Config, coords: dict, seed, lr) -> Config:
+    """Set the seed and learning rate of a grid point (None: keep the base's), recording them in coords."""
+    if seed is not None:
+        cfg = _set(cfg, "train.seed", seed)
+        coords["seed"] = seed
+    if lr is not None:
+        cfg = _set(cfg, "optim.lr", float(lr))
+        coords["lr"] = float(lr)
+    return cfg
+
+
 def cartesian(base: Config, *, models_: Sequence | None = None, tokens: Sequence[int] = (),
               steps: Sequence[int] = (), seeds: Sequence[int] = (), lrs=None,
               axes: Mapping[str, Sequence] | None = None,
@@ -153,12 +164,7 @@ def cartesian(base: Config, *, models_: Sequence | None = None, tokens: Sequence
             elif dkey == "steps":
                 cfg = _set(cfg, "train.steps", dval)
             coords["steps"] = cfg.train.steps
-            if seed is not None:
-                cfg = _set(cfg, "train.seed", seed)
-                coords["seed"] = seed
-            if lr is not None:
-                cfg = _set(cfg, "optim.lr", float(lr))
-                coords["lr"] = float(lr)
+            cfg = _with_seed_and_lr(cfg, coords, seed, lr)
             for key, value in zip(axes, extra):
                 cfg = _set(cfg, key, value)
                 coords[key] = value
@@ -212,13 +218,8 @@ def isoflop(base: Config, *, budgets: Iterable[float], models_: Sequence | None 
                            "params_non_embedding": counts["non_embedding"], "steps": n,
                            "tokens": n * tokens_per_step(cfg)}
             for seed, lr in itertools.product(list(seeds) or [None], _as_list(lrs, cfg.model)):
-                c, coords = cfg, dict(base_coords)
-                if seed is not None:
-                    c = _set(c, "train.seed", seed)
-                    coords["seed"] = seed
-                if lr is not None:
-                    c = _set(c, "optim.lr", float(lr))
-                    coords["lr"] = float(lr)
+                coords = dict(base_coords)
+                c = _with_seed_and_lr(cfg, coords, seed, lr)
                 if adjust is not None:
                     c = adjust(c)
                     if c.train.steps != n or tokens_per_step(c) * models.flops_per_token(c.model) != per_step:
