@@ -1,22 +1,18 @@
 """lmjax.viz plots (headless) and notebooks/sampling.ipynb executed end to end."""
 
-import json
 import os
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import nbformat
 import numpy as np
 import pytest
-from nbclient import NotebookClient
 
 from lmjax import metrics, viz
 from lmjax.errors import ConfigError
 from lmjax.generate import ModelBundle
 from lmjax.models.transformer import Transformer, TransformerConfig
 
-NB = os.path.join(os.path.dirname(__file__), "..", "notebooks", "sampling.ipynb")
 LOGITS = np.array([2.0, 1.0, 0.5, 0.0, -1.0, -3.0])
 
 
@@ -80,18 +76,12 @@ def test_loss_by_position_plot_and_bad_input():
         viz.temperature_plot(LOGITS, (0.0, 1.0))
 
 
-def test_sampling_notebook_runs(tmp_path, monkeypatch):
+def test_sampling_notebook_runs(tmp_path, monkeypatch, run_notebook):
     monkeypatch.setenv("LMJAX_NOTEBOOK_OUT", str(tmp_path))
     # The kernel runs as on a laptop: one CPU device, not the 8 forced devices of this process
     # (sharding tiny training steps 8 ways on 2 cores only adds collectives and compile time).
     monkeypatch.setenv("XLA_FLAGS", "")
-    nb = nbformat.read(NB, as_version=4)
-    client = NotebookClient(nb, timeout=300, kernel_name="python3",
-                            resources={"metadata": {"path": os.path.dirname(os.path.abspath(NB))}})
-    client.execute()  # raises CellExecutionError on any failing cell
-    text = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", []))
-    line = next(ln for ln in text.splitlines() if ln.startswith("RESULT "))
-    result = json.loads(line[len("RESULT "):])
+    result = run_notebook("sampling.ipynb")
     assert len(result["plots"]) == 4 and all(os.path.getsize(p) > 1000 for p in result["plots"])
     assert np.all(np.diff(result["entropies"]) > 0)  # temperatures listed in increasing order
     assert result["attention_shape"] == [2, 2, 17, 17]
