@@ -36,6 +36,16 @@ def save(fig: Figure, out_dir: str | os.PathLike, name: str) -> list[str]:
     return paths
 
 
+def _panels(x: str, both: tuple[str, str], title: str, draw) -> Figure:
+    """One panel for x, or the two of ``both`` side by side for x="both" (then without a title);
+    draw(fig, ax, x, title) fills a panel."""
+    xs = both if x == "both" else (x,)
+    fig, axes = _figure(len(xs))
+    for ax, xi in zip(axes, xs):
+        draw(fig, ax, xi, title if len(xs) == 1 else "")
+    return fig
+
+
 def _figure(ncols: int = 1, width: float = 5.5, height: float = 4.2) -> tuple[Figure, list]:
     # Fixed margins: a layout engine (constrained / tight) doubles the drawing time.
     fig = Figure(figsize=(width * ncols, height))
@@ -100,11 +110,7 @@ def loss_curves(curves: pd.DataFrame, x: str = "C", *, frontier: bool = True, ti
     """Loss vs tokens (x="D") or FLOPs (x="C") per run, coloured by model size, on log axes;
     with x="C" the compute frontier (lowest loss at each budget) is drawn dashed. x="both":
     the two side by side."""
-    xs = ("D", "C") if x == "both" else (x,)
-    fig, axes = _figure(len(xs))
-    for ax, xi in zip(axes, xs):
-        _draw_curves(fig, ax, curves, xi, frontier, title if len(xs) == 1 else "")
-    return fig
+    return _panels(x, ("D", "C"), title, lambda fig, ax, xi, t: _draw_curves(fig, ax, curves, xi, frontier, t))
 
 
 def _draw_curves(fig, ax, curves, x, frontier, title):
@@ -149,11 +155,7 @@ def law_slices(result: FitResult, x: str = "N", *, max_groups: int = 8, title: s
     A law of one input is drawn against it."""
     if len(result.law.inputs) == 1:
         return _law_1d(result, title)
-    xs = ("N", "D") if x == "both" else (x,)
-    fig, axes = _figure(len(xs))
-    for ax, xi in zip(axes, xs):
-        _draw_slices(fig, ax, result, xi, max_groups, title if len(xs) == 1 else "")
-    return fig
+    return _panels(x, ("N", "D"), title, lambda fig, ax, xi, t: _draw_slices(fig, ax, result, xi, max_groups, t))
 
 
 def _draw_slices(fig, ax, result, x, max_groups, title):
