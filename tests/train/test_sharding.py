@@ -1,6 +1,7 @@
 """The same 20 steps on 1 device and on 8 devices with several (data, fsdp, tensor) meshes."""
 
 import dataclasses
+import re
 
 import jax
 import numpy as np
@@ -71,3 +72,17 @@ def test_mesh_errors_are_clear():
         make_steps(models.build(cfg.model), tx, lr, cfg, parallel.make_mesh((1, 1, 8)))
     with pytest.raises(ConfigError, match="not divisible by data x fsdp"):
         parallel.check_batch(12, parallel.make_mesh((8, 1, 1)))
+
+
+def test_accumulating_on_a_data_parallel_mesh_moves_no_batch_rows():
+    """Microbatch i takes rows i, i + accum, ... so each device keeps its own rows; the only
+    collective is the gradient all-reduce (a contiguous split needed collective-permutes and
+    all-gathers of the batch)."""
+    cfg = config_lib.apply_overrides(tiny_cfg(), {"model.n_layers": 1, "train.grad_accum": 2})
+    mesh = parallel.make_mesh((8, 1, 1), jax.devices())
+    tx, lr = make_optimizer(cfg.optim, cfg.train.steps)
+    steps = make_steps(models.build(cfg.model), tx, lr, cfg, mesh)
+    batch = parallel.put_batch(np.zeros((16, cfg.model.context + 1), np.int32), mesh)
+    hlo = steps.train.lower(steps.init(jax.random.key(0)), batch).compile().as_text()
+    ops = set(re.findall(r"\b(all-to-all|collective-permute|all-gather|all-reduce)(?:-start)?\(", hlo))
+    assert ops == {"all-reduce"}, ops
