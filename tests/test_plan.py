@@ -30,3 +30,32 @@ def test_plan_bad_mesh_is_one_error_line(capsys):
     assert main(ARGS[:4] + ["3,1,1"] + ARGS[5:]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "has 3 devices but 8 are available" in err[0]
+
+
+def test_cache_note_suggests_the_smallest_accumulation_that_fits():
+    from lmjax.plan import MIB, cache_note
+
+    assert cache_note(20 * MIB, 32 * MIB, batch=12, accum=1, split=1) is None
+    k, note = cache_note(50 * MIB, 32 * MIB, batch=12, accum=1, split=1)
+    assert k == 2 and "(50.0 MiB) exceed the CPU cache (32 MiB)" in note and "grad_accum=2" in note
+    # microbatches must still split over data x fsdp = 4: 12 / 2 = 6 does not, 12 / 3 = 4 does
+    assert cache_note(50 * MIB, 32 * MIB, batch=12, accum=1, split=4)[0] == 3
+    # 50 MiB measured at grad_accum 2 scales to 33 MiB at 3 and 25 MiB at 4 microbatches
+    assert cache_note(50 * MIB, 26 * MIB, batch=12, accum=2, split=1)[0] == 4
+    k, note = cache_note(50 * MIB, 1 * MIB, batch=4, accum=1, split=1)
+    assert k is None and "try" not in note
+
+
+def test_plan_compares_the_step_buffers_with_the_cpu_cache():
+    from lmjax import config as config_lib
+    from lmjax.plan import MIB, plan
+
+    cfg = config_lib.apply_overrides(config_lib.load_config_file("configs/train/shakespeare_char.py"), {
+        "data.tokenizer": "byte", "model.d_model": 32, "model.n_heads": 4, "model.n_layers": 1,
+        "model.context": 16, "train.batch_size": 16, "train.grad_accum": 1, "mesh.shape": (8, 1, 1)})
+    roomy = plan(cfg, cache_bytes=1024 * MIB)
+    assert roomy["cpu_cache_mib"] == 1024 and "note" not in roomy
+    temp_mib = roomy["memory_breakdown_gib"]["temporaries"] * 1024
+    tight = plan(cfg, cache_bytes=int(temp_mib * MIB * 0.6))
+    assert f"({temp_mib:.1f} MiB) exceed the CPU cache" in tight["note"]
+    assert tight["suggested_grad_accum"] == 2  # 16 rows / 2 = 8 still split over 8 data devices
