@@ -125,6 +125,12 @@ RESUME_NEUTRAL = ("log", "mesh", "name", "data.cache_dir", "train.checkpoint_eve
                   "train.peak_flops", "train.log_every", "train.eval_every", "train.eval_batches",
                   "train.eval_batch_size")
 
+# Fields added after runs and sweeps were first written, with the default that keeps the old
+# behaviour. At that default they are left out of sweep run names (lmjax.sweep.grid.config_hash),
+# so upgrading lmjax does not rename, and so re-train, the runs of an existing sweep. A new field
+# with a behaviour-preserving default belongs here.
+ADDED_FIELDS = {"model.vocab_multiple": 1}
+
 
 def to_dict(cfg) -> dict:
     return json.loads(json.dumps(dataclasses.asdict(cfg)))

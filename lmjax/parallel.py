@@ -63,14 +63,15 @@ def logical_shardings(boxed_tree, mesh, rule_table):
     flat_sh = jax.tree.leaves(shardings, is_leaf=lambda x: isinstance(x, NamedSharding))
     logical = jax.tree.leaves(specs, is_leaf=lambda x: isinstance(x, P))
     for (path, leaf), sh, lspec in zip(flat, flat_sh, logical):
-        for dim, axes in zip(leaf.shape, sh.spec):
+        for dim, axes, logical_axis in zip(leaf.shape, sh.spec, lspec):
             if axes is None:
                 continue
             size = math.prod(mesh.shape[a] for a in (axes if isinstance(axes, tuple) else (axes,)))
             if dim % size:
                 name = "/".join(str(getattr(k, "key", k)) for k in path)
+                hint = f" (pad it: --config.model.vocab_multiple={size})" if logical_axis == "vocab" else ""
                 raise ConfigError(f"parameter {name} of shape {tuple(leaf.shape)} (logical axes {tuple(lspec)}): "
-                                  f"dimension {dim} is not divisible by mesh axes {axes} of size {size}")
+                                  f"dimension {dim} is not divisible by mesh axes {axes} of size {size}{hint}")
     return shardings
 
 

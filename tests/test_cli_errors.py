@@ -154,6 +154,18 @@ def test_same_config_finds_the_finished_run(run_copy, corpus, capsys):
     assert snapshot(workdir) == before
 
 
+def test_a_run_written_before_a_config_field_existed_still_resumes(run_copy, corpus, capsys):
+    """A field added later (here model.vocab_multiple) takes its default for an old run's config."""
+    workdir, cache = run_copy
+    saved = json.loads((workdir / "config.json").read_text())
+    del saved["model"]["vocab_multiple"]
+    (workdir / "config.json").write_text(json.dumps(saved))
+    rc, out, err = run(capsys, train_args(workdir, corpus, cache))
+    assert rc == 0 and json.loads(out)["status"] == "done", err
+    rc, out, err = run(capsys, train_args(workdir, corpus, cache, "--config.model.vocab_multiple=4"))
+    assert_one_error_line(rc, out, err, "different config", "model.vocab_multiple: 1 -> 4")
+
+
 @pytest.mark.parametrize("change, named", [
     (["--config.optim.lr=0.01"], "optim.lr"),
     (["--config.train.seed=1", "--config.model.n_layers=2"], "train.seed"),

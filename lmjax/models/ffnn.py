@@ -47,6 +47,7 @@ from lmjax.models.layers import Dense, Embed, constrain
 class FFNNConfig:
     family: str = "ffnn"
     vocab_size: int = 0  # 0: set from the tokenizer when the run starts
+    vocab_multiple: int = 1  # pad the vocab tables to a multiple (sharding, matmul tiles); see layers.vocab_rows
     context: int = 64  # T: training window (positions per example)
     window: int = 4  # W = n - 1: tokens each prediction reads (the current one and W - 1 before it)
     d_embed: int = 64
@@ -73,8 +74,7 @@ class FFNNConfig:
         for name in ("context", "window", "d_embed", "d_hidden", "n_layers"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"model.{name} must be > 0, got {getattr(self, name)}")
-        if self.vocab_size < 0:
-            raise ConfigError(f"model.vocab_size must be >= 0, got {self.vocab_size}")
+        layers.check_vocab(self)
         if self.window > self.context:
             raise ConfigError(f"model.window={self.window} is longer than model.context={self.context}")
         if not 0.0 <= self.dropout < 1.0:
@@ -101,7 +101,7 @@ class FFNN(nn.Module):
     def __call__(self, tokens_BT, *, train: bool = False):
         c = self.cfg
         drop = nn.Dropout(c.dropout, deterministic=not train)
-        embed = Embed(c.vocab_size, c.d_embed, c.init_std, c.dtype, name="embed")
+        embed = Embed(layers.vocab_rows(c), c.d_embed, c.init_std, c.dtype, name="embed")
         x_BTD = constrain(embed(tokens_BT), ("batch", "length", "embed"))
         pad_D = layers.param(self, "pad_embed", layers.normal(c.init_std), (c.d_embed,), ("embed",))
         x_BTWD = drop(windows(x_BTD, pad_D, c.window))
@@ -119,18 +119,18 @@ class FFNN(nn.Module):
         if c.tied_embeddings:
             logits_BTV = embed.attend(h)
         else:
-            logits_BTV = Dense((c.vocab_size,), ("embed", "vocab"), init_std=c.init_std,
+            logits_BTV = Dense((layers.vocab_rows(c),), ("embed", "vocab"), init_std=c.init_std,
                                name="unembed")(h.astype(jnp.float32))
         if c.direct:
-            logits_BTV = logits_BTV + Dense((c.vocab_size,), (None, "embed", "vocab"), n_in=2,
+            logits_BTV = logits_BTV + Dense((layers.vocab_rows(c),), (None, "embed", "vocab"), n_in=2,
                                             init_std=c.init_std, name="direct")(x_BTWD.astype(jnp.float32))
-        return constrain(logits_BTV.astype(jnp.float32), ("batch", "length", "vocab"))
+        return layers.real_vocab_logits(logits_BTV, c.vocab_size)
 
 
 def param_counts(c: FFNNConfig) -> dict[str, int]:
     """Exact counts. Embedding = token table + pad vector + untied head + direct matrix (all
     vocab-sized tables or their padding row); hidden layers and the projection are non-embedding."""
-    w, d, h, v = c.window, c.d_embed, c.d_hidden, c.vocab_size
+    w, d, h, v = c.window, c.d_embed, c.d_hidden, layers.vocab_rows(c)
     non_embedding = w * d * h + h + (c.n_layers - 1) * (h * h + h)
     non_embedding += h * d if c.has_proj else 0
     embedding = v * d + d + layers.output_head_params(c.d_out, v, c.tied_embeddings, use_bias=False)
@@ -146,7 +146,7 @@ def flops_per_token(c: FFNNConfig) -> float:
     2 H D, the logits 2 P V and the direct connections 2 W D V. tanh, biases, dropout, the window
     gather, the softmax and the optimizer are left out.
     """
-    w, d, h, v = c.window, c.d_embed, c.d_hidden, c.vocab_size
+    w, d, h, v = c.window, c.d_embed, c.d_hidden, layers.vocab_rows(c)
     forward = 2 * w * d * h + 2 * (c.n_layers - 1) * h * h
     forward += 2 * h * d if c.has_proj else 0
     forward += 2 * c.d_out * v

@@ -111,6 +111,28 @@ def norm_param_count(kind: str, use_bias: bool, d: int) -> int:
     return d * (2 if (use_bias and kind == "layernorm") else 1)
 
 
+def vocab_rows(cfg) -> int:
+    """Rows of a model's embedding and output tables: ``vocab_size`` rounded up to a multiple of
+    ``vocab_multiple``, so that the vocab axis splits over a mesh axis (65 characters do not split
+    over 2 devices, 72 rows do) and the output matmul gets aligned tiles. The padded rows are never
+    read as inputs and their logits are cut off (``real_vocab_logits``): they get no gradient and
+    the model's distribution stays over the real vocabulary."""
+    return -(-cfg.vocab_size // cfg.vocab_multiple) * cfg.vocab_multiple
+
+
+def check_vocab(cfg) -> None:
+    if cfg.vocab_size < 0:
+        raise ConfigError(f"model.vocab_size must be >= 0, got {cfg.vocab_size}")
+    if cfg.vocab_multiple < 1:
+        raise ConfigError(f"model.vocab_multiple must be >= 1, got {cfg.vocab_multiple}")
+
+
+def real_vocab_logits(logits_BTV, vocab_size: int):
+    """float32 logits, vocab-sharded at the padded width, then cut to the real vocabulary."""
+    logits_BTV = constrain(logits_BTV.astype(jnp.float32), ("batch", "length", "vocab"))
+    return logits_BTV if logits_BTV.shape[-1] == vocab_size else logits_BTV[..., :vocab_size]
+
+
 def output_head_params(d: int, v: int, tied: bool, use_bias: bool) -> int:
     """Parameters of the output layer beyond the (possibly tied) embedding table."""
     return 0 if tied else d * v + (v if use_bias else 0)

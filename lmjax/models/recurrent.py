@@ -68,6 +68,7 @@ N_GATES = {"rnn": 1, "gru": 3, "lstm": 4}
 class RecurrentConfig:
     family: str = "lstm"  # lstm | gru | rnn
     vocab_size: int = 0  # 0: set from the tokenizer when the run starts
+    vocab_multiple: int = 1  # pad the vocab tables to a multiple (sharding, matmul tiles); see layers.vocab_rows
     context: int = 64  # T: training window (backprop through time covers one window)
     d_embed: int = 128
     d_hidden: int = 128
@@ -104,9 +105,9 @@ class RecurrentConfig:
         for name in ("context", "d_embed", "d_hidden", "n_layers", "scan_unroll"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"model.{name} must be > 0, got {getattr(self, name)}")
-        for name in ("vocab_size", "d_proj"):
-            if getattr(self, name) < 0:
-                raise ConfigError(f"model.{name} must be >= 0, got {getattr(self, name)}")
+        layers.check_vocab(self)
+        if self.d_proj < 0:
+            raise ConfigError(f"model.d_proj must be >= 0, got {self.d_proj}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"model.dropout must be in [0, 1), got {self.dropout}")
         if self.tied_embeddings and self.d_proj > 0 and self.d_proj != self.d_embed:
@@ -212,7 +213,7 @@ class RecurrentLM(nn.Module):
         if len(carry) != c.n_layers:
             raise ConfigError(f"carry has {len(carry)} layers, the model has {c.n_layers}")
         embed_std = c.init_std if c.tied_embeddings else c.embed_init_std
-        embed = Embed(c.vocab_size, c.d_embed, embed_std, c.dtype, name="embed")
+        embed = Embed(layers.vocab_rows(c), c.d_embed, embed_std, c.dtype, name="embed")
         drop = nn.Dropout(c.dropout, deterministic=not train)
         x = constrain(embed(tokens_BT), ("batch", "length", "embed"))
         final = []
@@ -230,9 +231,9 @@ class RecurrentLM(nn.Module):
         if c.tied_embeddings:
             logits_BTV = embed.attend(x)
         else:
-            logits_BTV = Dense((c.vocab_size,), ("embed", "vocab"), init_std=c.init_std,
+            logits_BTV = Dense((layers.vocab_rows(c),), ("embed", "vocab"), init_std=c.init_std,
                                name="unembed")(x.astype(jnp.float32))
-        logits_BTV = constrain(logits_BTV.astype(jnp.float32), ("batch", "length", "vocab"))
+        logits_BTV = layers.real_vocab_logits(logits_BTV, c.vocab_size)
         return (logits_BTV, tuple(final)) if return_carry else logits_BTV
 
 
@@ -242,7 +243,7 @@ def _layer_inputs(c: RecurrentConfig) -> list[int]:
 
 def param_counts(c: RecurrentConfig) -> dict[str, int]:
     """Exact counts. Embedding = token table + untied head; the projection is non-embedding."""
-    g, h, p, v = c.n_gates, c.d_hidden, c.d_out, c.vocab_size
+    g, h, p, v = c.n_gates, c.d_hidden, c.d_out, layers.vocab_rows(c)
     non_embedding = sum(d_in * g * h + h * g * h + g * h for d_in in _layer_inputs(c))
     non_embedding += c.n_layers * h if c.layer_norm else 0
     non_embedding += h * p if c.has_proj else 0
@@ -265,5 +266,5 @@ def flops_per_token(c: RecurrentConfig) -> float:
     g, h = c.n_gates, c.d_hidden
     forward = sum(2 * d_in * g * h + 2 * h * g * h for d_in in _layer_inputs(c))
     forward += 2 * h * c.d_out if c.has_proj else 0
-    forward += 2 * c.d_out * c.vocab_size
+    forward += 2 * c.d_out * layers.vocab_rows(c)
     return 3.0 * forward

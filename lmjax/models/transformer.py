@@ -35,6 +35,7 @@ from lmjax.models.layers import Dense, Embed, Norm, constrain
 class TransformerConfig:
     family: str = "transformer"
     vocab_size: int = 0  # 0: set from the tokenizer when the run starts
+    vocab_multiple: int = 1  # pad the vocab tables to a multiple (sharding, matmul tiles); see layers.vocab_rows
     context: int = 64  # T: training window and maximum position
     d_model: int = 128
     n_layers: int = 4
@@ -68,8 +69,9 @@ class TransformerConfig:
         for name in ("context", "d_model", "n_layers", "n_heads"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"model.{name} must be > 0, got {getattr(self, name)}")
-        if self.vocab_size < 0 or self.d_ff < 0:
-            raise ConfigError("model.vocab_size and model.d_ff must be >= 0")
+        layers.check_vocab(self)
+        if self.d_ff < 0:
+            raise ConfigError(f"model.d_ff must be >= 0, got {self.d_ff}")
         if self.d_model % self.n_heads:
             raise ConfigError(f"model.n_heads={self.n_heads} does not divide model.d_model={self.d_model}")
         if self.positions == "rope" and self.head_dim % 2:
@@ -226,7 +228,7 @@ class Transformer(nn.Module):
     def __call__(self, tokens_BT, *, train: bool = False, decode: bool = False, lengths_B=None):
         c = self.cfg
         b, t = tokens_BT.shape
-        embed = Embed(c.vocab_size, c.d_model, c.init_std, c.dtype, name="embed")
+        embed = Embed(layers.vocab_rows(c), c.d_model, c.init_std, c.dtype, name="embed")
         x_BTD = embed(tokens_BT)
         positions_BT = _cache_index(self, b, t, lengths_B) if decode else None
         if c.positions == "learned":
@@ -259,13 +261,13 @@ class Transformer(nn.Module):
         if c.tied_embeddings:
             logits_BTV = embed.attend(x_BTD)
         else:
-            logits_BTV = Dense((c.vocab_size,), ("embed", "vocab"), use_bias=c.use_bias, init_std=c.init_std,
-                               name="unembed")(x_BTD.astype(jnp.float32))
-        return constrain(logits_BTV.astype(jnp.float32), ("batch", "length", "vocab"))
+            logits_BTV = Dense((layers.vocab_rows(c),), ("embed", "vocab"), use_bias=c.use_bias,
+                               init_std=c.init_std, name="unembed")(x_BTD.astype(jnp.float32))
+        return layers.real_vocab_logits(logits_BTV, c.vocab_size)
 
 
 def param_counts(c: TransformerConfig) -> dict[str, int]:
-    d, f, v, bias = c.d_model, c.ff, c.vocab_size, c.use_bias
+    d, f, v, bias = c.d_model, c.ff, layers.vocab_rows(c), c.use_bias
     attn = d * 3 * d + (3 * d if bias else 0) + d * d + (d if bias else 0)
     n_in = 2 if c.activation == "swiglu" else 1
     mlp = n_in * (d * f + (f if bias else 0)) + f * d + (d if bias else 0)
@@ -288,5 +290,5 @@ def flops_per_token(c: TransformerConfig) -> float:
     d, f = c.d_model, c.ff
     n_in = 2 if c.activation == "swiglu" else 1
     matmul_per_layer = 4 * d * d + (n_in + 1) * d * f
-    forward = 2 * c.n_layers * matmul_per_layer + 2 * d * c.vocab_size + 4 * c.n_layers * c.context * d
+    forward = 2 * c.n_layers * matmul_per_layer + 2 * d * layers.vocab_rows(c) + 4 * c.n_layers * c.context * d
     return 3.0 * forward

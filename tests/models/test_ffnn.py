@@ -131,6 +131,7 @@ COUNT_CONFIGS = [
     small(tied_embeddings=True, d_hidden=6, n_layers=1),  # tied, no projection
     small(direct=True, n_layers=3),
     small(direct=True, tied_embeddings=True, window=7),
+    small(direct=True, vocab_multiple=4),  # 16 rows in the embedding, head and direct tables
 ]
 
 

@@ -235,6 +235,7 @@ COUNT_CONFIGS = [
     small("gru", tied_embeddings=False, d_proj=5, layer_norm=True),
     small("rnn", n_layers=3, d_proj=8),  # tied through an explicit projection
     small("rnn", n_layers=1, layer_norm=True, tied_embeddings=False, d_hidden=7),
+    small("gru", tied_embeddings=False, vocab_multiple=8),  # 16 rows in the embedding and the head
 ]
 
 

@@ -157,6 +157,7 @@ CONFIGS = [
     TransformerConfig(vocab_size=65, use_bias=True, tied_embeddings=False, norm="layernorm"),
     TransformerConfig(vocab_size=50, activation="swiglu", norm="rmsnorm", positions="rope", n_layers=3),
     TransformerConfig(vocab_size=50, positions="sinusoidal", d_ff=100, use_bias=True, scan_layers=True),
+    TransformerConfig(vocab_size=65, vocab_multiple=8, use_bias=True, tied_embeddings=False),  # 72 rows
 ]
 
 
@@ -177,7 +178,9 @@ def test_param_counts_match_tree(cfg):
 
 @pytest.mark.parametrize("cfg", [TransformerConfig(vocab_size=256, d_model=256, n_heads=4, n_layers=1, context=64),
                                  TransformerConfig(vocab_size=512, d_model=192, n_heads=3, context=128, n_layers=1, activation="swiglu", positions="rope",
-                                                   tied_embeddings=False)])
+                                                   tied_embeddings=False),
+                                 TransformerConfig(vocab_size=200, vocab_multiple=128, d_model=256, n_heads=4, n_layers=1,
+                                                   context=64)])  # 256 rows: the padded logits are computed
 def test_flops_per_token_matches_xla_cost_analysis(cfg):
     model, _, p = init(cfg)
     B = 4

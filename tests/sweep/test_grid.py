@@ -50,6 +50,15 @@ def test_run_names_are_deterministic_and_ignore_neutral_fields():
     assert run_name(dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, use_bias=True))) != a
 
 
+def test_fields_added_later_keep_existing_run_names_at_their_default():
+    """Upgrading lmjax must not rename (and so re-train) the runs of an existing sweep. The name
+    below was computed by lmjax at commit b97548b, before model.vocab_multiple existed."""
+    cfg = base()
+    assert run_name(cfg) == "transformer-d32L2-t2000-lr0.001-s0-72614981"
+    padded = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, vocab_multiple=8))
+    assert run_name(padded) != run_name(cfg)
+
+
 def test_isoflop_matches_budget_within_2_percent():
     rejected = []
     budgets = [1e11, 3e11, 1e12]

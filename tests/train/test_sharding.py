@@ -68,7 +68,8 @@ def test_mesh_errors_are_clear():
         parallel.make_mesh((3, 2, 1))
     cfg = dataclasses.replace(tiny_cfg(), model=dataclasses.replace(tiny_cfg().model, vocab_size=65))
     tx, lr = make_optimizer(cfg.optim, 10)
-    with pytest.raises(ConfigError, match=r"embed/embedding .*65 is not divisible by mesh axes tensor of size 8"):
+    with pytest.raises(ConfigError, match=r"embed/embedding .*65 is not divisible by mesh axes tensor of size 8 "
+                                          r"\(pad it: --config.model.vocab_multiple=8\)"):
         make_steps(models.build(cfg.model), tx, lr, cfg, parallel.make_mesh((1, 1, 8)))
     with pytest.raises(ConfigError, match="not divisible by data x fsdp"):
         parallel.check_batch(12, parallel.make_mesh((8, 1, 1)))
@@ -86,3 +87,17 @@ def test_accumulating_on_a_data_parallel_mesh_moves_no_batch_rows():
     hlo = steps.train.lower(steps.init(jax.random.key(0)), batch).compile().as_text()
     ops = set(re.findall(r"\b(all-to-all|collective-permute|all-gather|all-reduce)(?:-start)?\(", hlo))
     assert ops == {"all-reduce"}, ops
+
+
+def test_a_padded_character_vocabulary_splits_over_tensor(tokens):
+    """65 characters do not split over 8 devices; padded to 72 rows they do, and the run matches
+    one device."""
+    chars = np.unique(tokens)[:65]
+    ids = np.searchsorted(chars, np.clip(tokens, chars[0], chars[-1])).astype(np.int32)
+    cfg = config_lib.apply_overrides(tiny_cfg(), {"model.vocab_size": 65, "model.vocab_multiple": 8})
+    one, _ = run(cfg, (1, 1, 1), ids)
+    many, state = run(cfg, (1, 1, 8), ids)
+    assert many[-1] < many[0] - 0.5
+    np.testing.assert_allclose(many, one, rtol=1e-5)
+    table = state.params["embed"]["embedding"]
+    assert table.shape == (72, 64) and table.addressable_shards[0].data.shape == (9, 64)
