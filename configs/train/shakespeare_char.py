@@ -4,7 +4,7 @@
 100 warmup steps and cosine decay to 1e-4 at step 2000, beta2 0.99, weight decay 0.1, clip 1.0.
 
 The batch of 12 is taken as two accumulated microbatches of 6: the same gradient (up to float
-rounding), 1.3x faster on a CPU because each half fits in the L3 cache (see
+rounding), 1.1-1.35x faster on a CPU because each half fits in the L3 cache (see
 lmjax.train.step.grads_and_loss). Set --config.train.grad_accum=1 for one pass.
 """
 

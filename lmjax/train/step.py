@@ -58,7 +58,7 @@ def grads_and_loss(model, params, windows_BT1, rng, carry=None, accum: int = 1):
 
     Accumulating is the same gradient in less memory. On a CPU it can also be faster: the baby
     Transformer's step at batch 12 needs ~50 MiB of buffers and outgrows a 32 MiB L3 cache, so
-    two microbatches of 6 (~28 MiB) run 1.3x faster (benchmarks/bench_train_throughput.py).
+    two microbatches of 6 (~28 MiB) run 1.1-1.35x faster (benchmarks/bench_train_throughput.py).
 
     ``carry`` (recurrent state, stateful runs) is threaded through and cut from the gradient
     (truncated BPTT); it is not supported with accumulation.
