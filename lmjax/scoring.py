@@ -23,10 +23,9 @@ import functools
 import math
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
-from lmjax import models
+from lmjax import metrics, models
 from lmjax.errors import ConfigError
 from lmjax.generate import RECURRENT, ModelBundle, check_ids, generate
 
@@ -96,9 +95,7 @@ def _window_fn(cfg):
     model = models.build(cfg)
 
     def fn(params, x_WC, y_WC):
-        logits_WCV = model.apply({"params": params}, x_WC)
-        logp_WCV = jax.nn.log_softmax(logits_WCV.astype(jnp.float32), axis=-1)
-        return jnp.take_along_axis(logp_WCV, y_WC[..., None], axis=-1)[..., 0]
+        return metrics.token_logprobs(model.apply({"params": params}, x_WC), y_WC)
 
     return jax.jit(fn)
 
@@ -109,8 +106,7 @@ def _chunk_fn(cfg):
 
     def fn(params, x_1C, y_1C, carry):
         logits, carry = model.apply({"params": params}, x_1C, carry=carry, return_carry=True)
-        logp = jax.nn.log_softmax(logits.astype(jnp.float32), axis=-1)
-        return jnp.take_along_axis(logp, y_1C[..., None], axis=-1)[..., 0], carry
+        return metrics.token_logprobs(logits, y_1C), carry
 
     return jax.jit(fn)
 
