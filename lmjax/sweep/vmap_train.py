@@ -39,13 +39,12 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from lmjax.train.loop import Preemption
 from lmjax import config as config_lib, flops as flops_lib, models
 from lmjax.data import batches
 from lmjax.logging import RunLogger, open_wandb, read_metrics, truncate_metrics, wandb_mode
 from lmjax.train import rundir
 from lmjax.train.checkpoint import Checkpointer
-from lmjax.train.loop import load_run_data, resolve
+from lmjax.train.loop import Preemption, load_run_data, resolve, run_summary
 from lmjax.train.optim import make_optimizer
 from lmjax.train.step import TrainState, grads_and_loss, loss_sums
 
@@ -235,7 +234,6 @@ def train_group(cfgs, workdirs, *, announce=print) -> list[dict]:
           "dropout_key": jax.vmap(lambda s: jax.random.fold_in(jax.random.key(s), 1))(
               jnp.asarray([r.cfg.train.seed for r in runs], jnp.uint32))}
 
-    counts = models.param_counts(cfg0.model)
     fpt = models.flops_per_token(cfg0.model)
     t = cfg0.train
     tokens_per_step = t.batch_size * cfg0.model.context
@@ -248,16 +246,8 @@ def train_group(cfgs, workdirs, *, announce=print) -> list[dict]:
         if status != "diverged":  # keep only checkpoints from before a divergence
             r.ckpt.save(r.step, _unstack(state, i), wait=True)
         r.ckpt.close()
-        summary = {
-            "status": status, "family": r.cfg.model.family, "name": r.cfg.name, "steps": r.step,
-            "tokens": r.step * tokens_per_step, "flops": r.step * tokens_per_step * fpt, "flops_per_token": fpt,
-            "params_total": counts["total"], "params_embedding": counts["embedding"],
-            "params_non_embedding": counts["non_embedding"], "final_train_loss": r.last_loss,
-            "wall_s": r.wall_before + time.perf_counter() - t_start, "vmap_group": n,
-            "train_bytes_per_token": ds.train_bytes_per_token, "val_bytes_per_token": ds.val_bytes_per_token,
-        }
-        if r.last_eval is not None:
-            summary.update({f"final_{k}": v for k, v in r.last_eval.items()})
+        summary = run_summary(r.cfg, ds, status, r.step, r.last_loss, r.wall_before + time.perf_counter() - t_start,
+                              r.last_eval, vmap_group=n)
         rundir.write_json(os.path.join(r.workdir, rundir.SUMMARY), summary)
         r.logger.finish(summary)
         r.summary = summary

@@ -124,6 +124,25 @@ def evaluate(steps, params, ds: Dataset, cfg) -> dict:
             "val_ppl": math.exp(min(loss, 700.0)), "val_tokens": int(count)}
 
 
+def run_summary(cfg, ds, status: str, steps: int, final_train_loss, wall_s: float, last_eval: dict | None,
+                **extra) -> dict:
+    """summary.json of a run (the loop's and a vmapped group's): counts, tokens, FLOPs, final metrics."""
+    counts = models.param_counts(cfg.model)
+    fpt = models.flops_per_token(cfg.model)
+    tokens = steps * cfg.train.batch_size * cfg.model.context
+    summary = {
+        "status": status, "family": cfg.model.family, "name": cfg.name, "steps": steps,
+        "tokens": tokens, "flops": tokens * fpt, "flops_per_token": fpt,
+        "params_total": counts["total"], "params_embedding": counts["embedding"],
+        "params_non_embedding": counts["non_embedding"], "final_train_loss": final_train_loss,
+        "wall_s": wall_s, **extra,
+        "train_bytes_per_token": ds.train_bytes_per_token, "val_bytes_per_token": ds.val_bytes_per_token,
+    }
+    if last_eval is not None:
+        summary.update({f"final_{k}": v for k, v in last_eval.items()})
+    return summary
+
+
 def train(cfg: config_lib.Config, workdir: str, *, force_new: bool = False, announce=print) -> dict:
     """Train (or resume) the run in ``workdir``; returns its summary."""
     cfg.validate()
@@ -165,7 +184,6 @@ def train(cfg: config_lib.Config, workdir: str, *, force_new: bool = False, anno
         wall_before = done[-1]["wall_s"] if done else 0.0
         announce(f"{workdir}: resuming from step {start}")
 
-    counts = models.param_counts(cfg.model)
     fpt = models.flops_per_token(cfg.model)
     tokens_per_step = cfg.train.batch_size * cfg.model.context
     peak = cfg.train.peak_flops or flops_lib.peak_flops_per_device()
@@ -223,16 +241,8 @@ def train(cfg: config_lib.Config, workdir: str, *, force_new: bool = False, anno
     ckpt.close()
     if last_train_loss is None and step > start:
         last_train_loss = float(jax.device_get(metrics)["train_loss"])
-    summary = {
-        "status": status, "family": cfg.model.family, "name": cfg.name, "steps": step,
-        "tokens": step * tokens_per_step, "flops": step * tokens_per_step * fpt, "flops_per_token": fpt,
-        "params_total": counts["total"], "params_embedding": counts["embedding"],
-        "params_non_embedding": counts["non_embedding"], "final_train_loss": last_train_loss,
-        "wall_s": wall_before + time.perf_counter() - t_start,
-        "train_bytes_per_token": ds.train_bytes_per_token, "val_bytes_per_token": ds.val_bytes_per_token,
-    }
-    if last_eval is not None:
-        summary.update({f"final_{k}": v for k, v in last_eval.items()})
+    summary = run_summary(cfg, ds, status, step, last_train_loss, wall_before + time.perf_counter() - t_start,
+                          last_eval)
     if is_main:
         rundir.write_json(os.path.join(workdir, rundir.SUMMARY), summary)
     logger.finish(summary)
