@@ -126,9 +126,10 @@ RESUME_NEUTRAL = ("log", "mesh", "name", "data.cache_dir", "train.checkpoint_eve
                   "train.eval_batch_size")
 
 # Fields added after runs and sweeps were first written, with the default that keeps the old
-# behaviour. At that default they are left out of sweep run names (lmjax.sweep.grid.config_hash),
-# so upgrading lmjax does not rename, and so re-train, the runs of an existing sweep. A new field
-# with a behaviour-preserving default belongs here.
+# behaviour. At that default they are not part of a run's trajectory (``trajectory_dict``), so a
+# run whose config.json predates them still resumes, and sweep run names (lmjax.sweep.grid.run_name)
+# stay the same: upgrading lmjax does not rename, and so re-train, the runs of an existing sweep.
+# A new field with a behaviour-preserving default belongs here.
 ADDED_FIELDS = {"model.vocab_multiple": 1}
 
 
@@ -275,7 +276,28 @@ def diff(a: dict, b: dict, prefix: str = "") -> list[str]:
     return out
 
 
+def trajectory_dict(d: dict) -> dict:
+    """A copy of a config dict with only what defines a run's trajectory: without the
+    RESUME_NEUTRAL keys, and without ADDED_FIELDS at their defaults."""
+    d = json.loads(json.dumps(d))
+
+    def parent(key):
+        *path, leaf = key.split(".")
+        node = d
+        for p in path:
+            node = node.get(p, {})
+        return node, leaf
+
+    for key in RESUME_NEUTRAL:
+        node, leaf = parent(key)
+        node.pop(leaf, None)
+    for key, default in ADDED_FIELDS.items():
+        node, leaf = parent(key)
+        if leaf in node and node[leaf] == default:
+            del node[leaf]
+    return d
+
+
 def trajectory_diff(old: dict, new: dict) -> list[str]:
-    """Differences that would change a run's trajectory (ignores RESUME_NEUTRAL keys)."""
-    return [k for k in diff(old, new)
-            if not any(k == n or k.startswith(n + ".") for n in RESUME_NEUTRAL)]
+    """Differences that would change a run's trajectory (see trajectory_dict)."""
+    return diff(trajectory_dict(old), trajectory_dict(new))

@@ -242,3 +242,12 @@ def test_trajectory_diff_model_family_change():
     assert "model.family" in changed and "model.d_hidden" in changed and "model.n_heads" in changed
     mixed = config_lib.to_dict(config_lib.apply_overrides(Config(), {"log.wandb": "disabled", "optim.lr": "0.1"}))
     assert config_lib.trajectory_diff(old, mixed) == ["optim.lr"]
+
+
+def test_trajectory_diff_reads_a_missing_added_field_as_its_default():
+    new = config_lib.to_dict(Config())
+    old = config_lib.to_dict(Config())
+    del old["model"]["vocab_multiple"]  # written before the field existed
+    assert config_lib.trajectory_diff(old, new) == []
+    padded = config_lib.to_dict(config_lib.override(Config(), "model.vocab_multiple", "4"))
+    assert config_lib.trajectory_diff(old, padded) == ["model.vocab_multiple"]

@@ -35,24 +35,8 @@ class Point:
 # ----------------------------------------------------------------------------- names
 
 def trajectory_dict(cfg: Config) -> dict:
-    """The config as a dict without the fields that may change without changing the run, and
-    without later-added fields at their behaviour-preserving defaults (config.ADDED_FIELDS)."""
-    d = config_lib.to_dict(cfg)
-
-    def parent(key):
-        node = d
-        for p in key.split(".")[:-1]:
-            node = node.get(p, {})
-        return node, key.split(".")[-1]
-
-    for key in config_lib.RESUME_NEUTRAL:
-        node, leaf = parent(key)
-        node.pop(leaf, None)
-    for key, default in config_lib.ADDED_FIELDS.items():
-        node, leaf = parent(key)
-        if leaf in node and node[leaf] == default:
-            del node[leaf]
-    return d
+    """The config as a dict of what defines the run's trajectory (config.trajectory_dict)."""
+    return config_lib.trajectory_dict(config_lib.to_dict(cfg))
 
 
 def config_hash(cfg: Config, n: int = 8) -> str:

@@ -12,7 +12,7 @@ import shutil
 import time
 
 from lmjax import config as config_lib
-from lmjax.errors import ConfigError, RunDirError
+from lmjax.errors import RunDirError
 
 CONFIG = "config.json"
 SUMMARY = "summary.json"
@@ -43,10 +43,6 @@ def prepare(workdir: str, config_dict: dict, *, force_new: bool = False, announc
     path = os.path.join(workdir, CONFIG)
     if os.path.isfile(path):
         old = read_json(path)
-        try:  # fields added since the run was written take their defaults (which keep old behaviour)
-            old = config_lib.to_dict(config_lib.from_dict(old))
-        except ConfigError:
-            pass  # a key this version no longer knows: compare as written
         changed = config_lib.trajectory_diff(old, config_dict)
         if changed and not force_new:
             shown = ", ".join(f"{k}: {_get(old, k)!r} -> {_get(config_dict, k)!r}" for k in changed[:4])
@@ -74,9 +70,10 @@ def _aside_name(workdir: str) -> str:
 
 
 def _get(d: dict, dotted: str):
+    """The value at a dotted key; a missing later-added field reads as its default."""
     for part in dotted.split("."):
         if not isinstance(d, dict) or part not in d:
-            return None
+            return config_lib.ADDED_FIELDS.get(dotted)
         d = d[part]
     return d
 
